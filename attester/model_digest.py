@@ -1,0 +1,131 @@
+"""The model digest: one SHA-256 over every file of a model directory, in a fixed order.
+
+Format (version 1), so that anyone can recompute it without this code:
+
+    h = SHA-256()
+    h.update(b"bytereplay/model-digest/v1\\0")
+    for each file, sorted by its relative POSIX path (as UTF-8 bytes):
+        h.update(len(path_utf8) as 8-byte big-endian) ; h.update(path_utf8)
+        h.update(file length as 8-byte big-endian)    ; h.update(file bytes)
+    digest = "sha-256:" + h.hexdigest()
+
+Which files: every regular file below the directory (symbolic links to files are
+followed, as in a Hugging Face cache snapshot), except hidden ones: any path component
+that starts with "." is skipped (`.git/`, `.cache/huggingface/`, `.gitattributes`), as
+those hold download metadata rather than the model. Weights (`*.safetensors`, `*.bin`),
+`config.json`, `generation_config.json` and the tokenizer files are all covered, and so
+is anything else that is in the directory. The path and the length of each file are in
+the hash, so renaming, moving, adding or removing a file changes the digest.
+
+Files are read in chunks (memory stays flat for multi-GB weights); a progress callback
+gets a line every 5 %, and without one, progress goes to stderr for models over 256 MiB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bytereplay.errors import UsageError
+
+DIGEST_DOMAIN = b"bytereplay/model-digest/v1\0"
+CHUNK = 1 << 20
+STDERR_PROGRESS_MIN_BYTES = 256 << 20
+
+Progress = Callable[[str], None]
+
+
+class ModelDirError(UsageError, ValueError):
+    """The model directory is missing, empty, unreadable or changed while being read."""
+
+    problem = "model-dir"
+    title = "Model directory error"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    relpath: str  # POSIX, relative to the model directory
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def _hidden(rel_parts: tuple[str, ...]) -> bool:
+    return any(part.startswith(".") for part in rel_parts)
+
+
+def list_model_files(model_dir: str | os.PathLike[str]) -> list[ModelFile]:
+    """The files the digest covers, in digest order."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise ModelDirError(f"model directory not found: {root}")
+    files: list[ModelFile] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            path = here / name
+            rel = path.relative_to(root)
+            if _hidden(rel.parts):
+                continue
+            try:
+                st = path.stat()  # follows a symlink to its target
+            except OSError as exc:
+                raise ModelDirError(f"cannot read {rel.as_posix()}: {exc.strerror}") from None
+            if not os.path.isfile(path):
+                continue
+            files.append(ModelFile(rel.as_posix(), path, st.st_size, st.st_mtime_ns))
+    if not files:
+        raise ModelDirError(f"model directory has no files: {root}")
+    files.sort(key=lambda f: f.relpath.encode("utf-8"))
+    return files
+
+
+def _stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def model_digest(model_dir: str | os.PathLike[str], progress: Progress | None = None) -> str:
+    """`sha-256:<hex>` over every file of `model_dir` (see the module docstring)."""
+    files = list_model_files(model_dir)
+    total = sum(f.size for f in files)
+    report = progress
+    if report is None and total >= STDERR_PROGRESS_MIN_BYTES:
+        report = _stderr_progress
+    h = hashlib.sha256(DIGEST_DOMAIN)
+    done = 0
+    next_step = 5
+    if report is not None:
+        report(f"model digest: {len(files)} files, {total / 1e6:.1f} MB")
+    for f in files:
+        rel = f.relpath.encode("utf-8")
+        h.update(len(rel).to_bytes(8, "big"))
+        h.update(rel)
+        h.update(f.size.to_bytes(8, "big"))
+        seen = 0
+        try:
+            with open(f.path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+                    seen += len(chunk)
+                    done += len(chunk)
+                    if report is not None and total and done * 100 >= next_step * total:
+                        pct = done * 100 // total
+                        report(f"model digest: {pct}% ({done / 1e6:.1f}/{total / 1e6:.1f} MB)")
+                        next_step = pct + 5
+        except OSError as exc:
+            raise ModelDirError(f"cannot read {f.relpath}: {exc.strerror}") from None
+        if seen != f.size:
+            raise ModelDirError(f"{f.relpath} changed size while it was being hashed")
+    if report is not None and next_step <= 100:
+        report("model digest: 100%")
+    return "sha-256:" + h.hexdigest()
+
+
+def snapshot(model_dir: str | os.PathLike[str]) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of every covered file: cheap check that nothing changed."""
+    return tuple((f.relpath, f.size, f.mtime_ns) for f in list_model_files(model_dir))

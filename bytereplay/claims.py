@@ -1,0 +1,61 @@
+"""The claim sentence the evidence supports, and what it never covers. One place for both."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bytereplay.checklist import ITEM_BY_FIELD
+
+# What byte agreement never says. Every decision lists these.
+NOT_COVERED: tuple[str, ...] = (
+    "truth or accuracy of the content",
+    "safety of the content",
+    "fairness or absence of bias",
+    "freshness or currency of the content",
+    "resistance to prompt injection",
+    "legal or regulatory compliance",
+    "production readiness or fitness for use",
+)
+
+MATCH, MATCH_PORTABLE, MISMATCH, INCONCLUSIVE, NOT_RUN = (
+    "match", "match-portable", "mismatch", "inconclusive", "not-run",
+)
+VERDICTS: tuple[str, ...] = (MATCH, MATCH_PORTABLE, MISMATCH, INCONCLUSIVE, NOT_RUN)
+
+BASE_CLAIM = (
+    "Under the recorded setup, this model run produced exactly these output bytes"
+)
+
+_VERDICT_CLAUSE = {
+    MATCH: "and an independent replay in the same determinism-relevant environment "
+           "reproduced the same bytes",
+    MATCH_PORTABLE: "and an independent replay in a different environment ({diff}) "
+                    "reproduced the same bytes anyway",
+    MISMATCH: "but an independent replay in the same environment produced different bytes, "
+              "which contradicts the evidence",
+    INCONCLUSIVE: "but an independent replay in a different environment ({diff}) produced "
+                  "different bytes, which neither confirms nor refutes it",
+    NOT_RUN: "with no independent replay ({reason}), so reproduction rests on the "
+             "attester's word",
+}
+
+
+def build_claim(
+    verdict: str,
+    *,
+    missing: Iterable[str] = (),
+    diff_fields: Iterable[str] = (),
+    reason: str | None = None,
+    simulated_tee: bool = False,
+) -> str:
+    """The sentence the evidence supports: smaller for each missing field or weaker verdict."""
+    diff = ", ".join(diff_fields) or "unspecified fields"
+    clause = _VERDICT_CLAUSE[verdict].format(diff=diff, reason=reason or "replay not run")
+    parts = [f"{BASE_CLAIM}, {clause}."]
+    if simulated_tee:
+        parts.append("The TEE is simulated: no hardware protects the run.")
+    shrinks = [ITEM_BY_FIELD[f].shrink for f in missing if f in ITEM_BY_FIELD]
+    if shrinks:
+        parts.append("Limits: " + "; ".join(shrinks) + ".")
+    parts.append("Byte agreement says nothing about whether the output is true, safe or fit for use.")
+    return " ".join(parts)

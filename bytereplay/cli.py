@@ -1,0 +1,152 @@
+"""The `bytereplay` command line.
+
+Argument definitions live here; each handler lives in the package that owns the
+work and is imported only when its command runs, so `bytereplay preflight` and
+`bytereplay appraise` never load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bytereplay import __version__
+from bytereplay.errors import BytereplayError, UsageError
+from bytereplay.preflight import preflight
+from bytereplay.record import RunRecord
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit 2 with one line, like every other bad input
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    path = Path(args.record)
+    try:
+        data = sys.stdin.buffer.read() if args.record == "-" else path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    record = RunRecord.from_cbor(data) if path.suffix == ".cbor" else RunRecord.from_json(data)
+    report = preflight(record, policy=args.policy)
+    if args.json:
+        print(json.dumps({"record_digest": record.digest(), **report.to_dict()}, indent=2))
+    else:
+        print(f"run record {record.digest()}")
+        print(report.render())
+    return 1 if args.strict and not report.complete else 0
+
+
+def _decode_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--template", default=None, help="prompt template; '{input}' marks the input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=None, help="stop sequence (repeatable)")
+    p.add_argument("--model", default=None, help="local Hugging Face model directory")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def _serve_flags(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--config", default=None, help="JSON configuration file")
+    p.add_argument("--home", default=None, help="state directory (default $BYTEREPLAY_HOME)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bytereplay", description="Replay the bytes before you trust the answer.")
+    parser.add_argument("--version", action="version", version=f"bytereplay {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("preflight", help="check a run record against the preflight checklist")
+    p.add_argument("record", help="run record file (.json or .cbor), or - for stdin")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any item is missing")
+    p.add_argument("--policy", default=None, help="name the relying-party policy (before action)")
+    p.set_defaults(handler=cmd_preflight)
+
+    p = sub.add_parser("run", help="run one deterministic inference and print its hash")
+    p.add_argument("--prompt", required=True)
+    _decode_flags(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="attester.run_cli:cmd_run")
+
+    p = sub.add_parser("attest", help="run one inference and print output with signed Evidence")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--nonce", required=True, help="verifier nonce, unpadded base64url")
+    p.add_argument("--format", choices=("jwt", "cwt"), default="jwt")
+    p.add_argument("--provider", default=None, help="TEE provider: simulated, tsm, nvidia")
+    p.add_argument("--home", default=None)
+    p.add_argument("--config", default=None)
+    _decode_flags(p)
+    p.set_defaults(handler="attester.attest_cli:cmd_attest")
+
+    serve = sub.add_parser("serve", help="run a service")
+    roles = serve.add_subparsers(dest="role", required=True, parser_class=_Parser)
+    p = roles.add_parser("attester", help="the attester service")
+    _serve_flags(p, 8701)
+    p.set_defaults(handler="attester.service:cmd_serve")
+    p = roles.add_parser("verifier", help="the verifier sidecar")
+    _serve_flags(p, 8702)
+    p.set_defaults(handler="verifier.service:cmd_serve")
+
+    p = sub.add_parser("verify", help="appraise Evidence in-process and print the EAR")
+    p.add_argument("evidence", help="Evidence file (JWT text or CWT bytes), or - for stdin")
+    p.add_argument("--replay", action="store_true", help="replay the run")
+    p.add_argument("--format", choices=("jwt", "cwt"), default=None)
+    p.add_argument("--home", default=None)
+    p.add_argument("--config", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="verifier.cli:cmd_verify")
+
+    p = sub.add_parser("appraise", help="apply a relying-party policy to an attestation result")
+    p.add_argument("result", help="EAR JWT file, or - for stdin")
+    p.add_argument("--output", required=True, help="file holding the output bytes")
+    p.add_argument("--policy", default="default", help="policy name or .rego path")
+    p.add_argument("--verifier-keys", default=None, help="JWKS file or URL of the verifier")
+    p.add_argument("--nonce", default=None, help="expected nonce")
+    p.add_argument("--home", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="relying_party.cli:cmd_appraise")
+
+    p = sub.add_parser("demo", help="the whole flow on the embedded defaults")
+    p.add_argument("--home", default=None, help="state directory (default: a fresh temporary one)")
+    p.set_defaults(handler="verifier.demo:cmd_demo")
+    return parser
+
+
+def _resolve(handler: Handler | str) -> Handler:
+    if callable(handler):
+        return handler
+    module, _, name = handler.partition(":")
+    func: Handler = getattr(importlib.import_module(module), name)
+    return func
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _resolve(args.handler)(args)
+    except BytereplayError as exc:
+        print(f"bytereplay: error: {exc.detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

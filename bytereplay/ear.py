@@ -1,0 +1,164 @@
+"""EAR attestation results (draft-ietf-rats-ear): claim names, building, signing, reading.
+
+The default profile is the one deployed verifiers and relying parties read today
+(`ear.status`, `ear.trustworthiness-vector`, ...). The newer draft naming
+(`ear_status`, ...) can be written as an option; both are accepted when reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bytereplay import __version__
+from bytereplay.ar4si import CLAIMS, STATUS_RANK, status_of
+from bytereplay.errors import ResultError, SignatureError
+from bytereplay.jose import parse_unverified, sign_jwt
+from bytereplay.jwks import KeySet
+from bytereplay.keys import SIGNING_ALGS, SigningKey
+
+PROFILE = "tag:github.com,2023:veraison/ear"
+PROFILE_DRAFT = "tag:ietf.org,2024:rats:ear"
+SUBMOD = "bytereplay"
+
+# naming -> (status, vector, verifier-id, appraisal-policy-id)
+NAMINGS: dict[str, tuple[str, str, str, str]] = {
+    "veraison": ("ear.status", "ear.trustworthiness-vector", "ear.verifier-id",
+                 "ear.appraisal-policy-id"),
+    "draft": ("ear_status", "ear_trustworthiness_vector", "ear_verifier_id",
+              "ear_appraisal_policy_id"),
+}
+PROFILES = {"veraison": PROFILE, "draft": PROFILE_DRAFT}
+
+# bytereplay's own claims inside the submod.
+REPLAY = "bytereplay.replay"
+PREFLIGHT = "bytereplay.preflight"
+OUTPUT_HASH = "bytereplay.output_hash"
+RECORD_DIGEST = "bytereplay.record_digest"
+CLAIM = "bytereplay.claim"
+NOT_COVERED_CLAIM = "bytereplay.not_covered"
+TEE = "bytereplay.tee"
+CHECKS = "bytereplay.checks"
+MAX_EAR_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class Ear:
+    """A verified, normalised attestation result."""
+
+    profile: str
+    iat: int
+    nonce: str | None
+    verifier_id: dict[str, Any]
+    status: str
+    vector: dict[str, int]
+    policy_id: str | None
+    extensions: dict[str, Any] = field(default_factory=dict)  # bytereplay.* claims
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def replay(self) -> dict[str, Any]:
+        value = self.extensions.get(REPLAY)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def output_hash(self) -> str | None:
+        value = self.extensions.get(OUTPUT_HASH)
+        return value if isinstance(value, str) else None
+
+
+def build_ear(
+    *,
+    vector: Mapping[str, int],
+    nonce: str | None,
+    iat: int,
+    policy_id: str,
+    extensions: Mapping[str, Any],
+    naming: str = "veraison",
+    verifier_build: str = f"bytereplay {__version__}",
+) -> dict[str, Any]:
+    """EAR claims; the status is computed from the vector so it is never better than its worst claim."""
+    status_name, vector_name, vid_name, policy_name = NAMINGS[naming]
+    clean = {k: int(v) for k, v in vector.items() if k in CLAIMS}
+    submod: dict[str, Any] = {
+        status_name: status_of(clean),
+        vector_name: clean,
+        policy_name: policy_id,
+        **extensions,
+    }
+    claims: dict[str, Any] = {
+        "eat_profile": PROFILES[naming],
+        "iat": int(iat),
+        vid_name: {"developer": "https://bytereplay.dev", "build": verifier_build},
+        "submods": {SUBMOD: submod},
+    }
+    if nonce is not None:
+        claims["eat_nonce"] = nonce
+    return claims
+
+
+def sign_ear(claims: Mapping[str, Any], key: SigningKey) -> str:
+    return sign_jwt(claims, key, typ="ear+jwt")
+
+
+def _pick(obj: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in obj:
+            return obj[name]
+    return None
+
+
+def normalise(claims: Mapping[str, Any]) -> Ear:
+    """Read EAR claims in either naming; refuse what is malformed."""
+    profile = claims.get("eat_profile")
+    if profile not in (PROFILE, PROFILE_DRAFT):
+        raise ResultError(f"unknown eat_profile {profile!r}")
+    iat = claims.get("iat")
+    if isinstance(iat, bool) or not isinstance(iat, int):
+        raise ResultError("EAR lacks an integer 'iat'")
+    submods = claims.get("submods")
+    if not isinstance(submods, dict) or not isinstance(submods.get(SUBMOD), dict):
+        raise ResultError(f"EAR lacks submods.{SUBMOD}")
+    sub = submods[SUBMOD]
+    v, d = NAMINGS["veraison"], NAMINGS["draft"]
+    status = _pick(sub, v[0], d[0])
+    vector = _pick(sub, v[1], d[1])
+    if not isinstance(vector, dict) or not all(
+        isinstance(k, str) and isinstance(x, int) and not isinstance(x, bool) and -128 <= x <= 127
+        for k, x in vector.items()
+    ):
+        raise ResultError("EAR trustworthiness vector is malformed")
+    if status not in ("none", "affirming", "warning", "contraindicated"):
+        raise ResultError(f"EAR status {status!r} is not an AR4SI tier")
+    # The status may never be better than the worst claim: recompute and compare.
+    worst = status_of(vector)
+    if STATUS_RANK[status] < STATUS_RANK[worst]:
+        raise ResultError(f"EAR status {status!r} is better than its worst claim ({worst})")
+    nonce = claims.get("eat_nonce")
+    if nonce is not None and not isinstance(nonce, str):
+        raise ResultError("eat_nonce must be text")
+    vid = _pick(claims, v[2], d[2])
+    policy = _pick(sub, v[3], d[3])
+    ext = {k: val for k, val in sub.items() if k.startswith("bytereplay.")}
+    return Ear(
+        profile=str(profile), iat=iat, nonce=nonce,
+        verifier_id=vid if isinstance(vid, dict) else {},
+        status=str(status), vector=dict(vector),
+        policy_id=policy if isinstance(policy, str) else None,
+        extensions=ext, raw=dict(claims),
+    )
+
+
+def read_ear(token: str, keys: KeySet, *, algorithms: tuple[str, ...] = SIGNING_ALGS) -> Ear:
+    """Verify the EAR's signature against the pinned verifier key set, then normalise it."""
+    try:
+        claims = keys.verify(token, algorithms=algorithms, require=("iat",), max_bytes=MAX_EAR_BYTES)
+    except SignatureError:
+        raise
+    return normalise(claims)
+
+
+def peek(token: str) -> dict[str, Any]:
+    """Unverified claims, for display only."""
+    return parse_unverified(token, max_bytes=MAX_EAR_BYTES)[1]

@@ -1,0 +1,112 @@
+"""Typed errors. Every refusal of outside input is one of these, never a bare exception.
+
+Each error carries an HTTP status and a short problem type so services can answer
+with `application/problem+json` (RFC 9457) without a lookup table elsewhere.
+"""
+
+from __future__ import annotations
+
+PROBLEM_BASE = "https://bytereplay.dev/problems/"
+
+
+class BytereplayError(Exception):
+    """Base of all errors the project raises on purpose."""
+
+    status: int = 400
+    problem: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def problem_json(self, instance: str | None = None) -> dict[str, object]:
+        body: dict[str, object] = {
+            "type": PROBLEM_BASE + self.problem,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance is not None:
+            body["instance"] = instance
+        return body
+
+
+class UsageError(BytereplayError):
+    problem = "usage"
+    title = "Invalid request"
+
+
+class RecordError(BytereplayError):
+    """A run record that is malformed; `field` names the offending path."""
+
+    problem = "invalid-record"
+    title = "Invalid run record"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class EncodingError(BytereplayError):
+    problem = "invalid-encoding"
+    title = "Invalid encoding"
+
+
+class TooLargeError(BytereplayError):
+    status = 413
+    problem = "too-large"
+    title = "Payload too large"
+
+
+class KeyConfigError(BytereplayError):
+    status = 500
+    problem = "key-config"
+    title = "Key configuration error"
+
+
+class SignatureError(BytereplayError):
+    """A signature, token or key that fails verification."""
+
+    status = 400
+    problem = "bad-signature"
+    title = "Signature verification failed"
+
+
+class EvidenceError(BytereplayError):
+    problem = "invalid-evidence"
+    title = "Invalid evidence"
+
+
+class QuoteError(BytereplayError):
+    problem = "invalid-quote"
+    title = "Invalid TEE quote"
+
+
+class ProviderUnavailable(BytereplayError):
+    status = 503
+    problem = "provider-unavailable"
+    title = "TEE provider not available"
+
+
+class NonceError(BytereplayError):
+    problem = "bad-nonce"
+    title = "Nonce refused"
+
+
+class PolicyError(BytereplayError):
+    problem = "policy"
+    title = "Policy error"
+
+
+class ResultError(BytereplayError):
+    """An attestation result (EAR) that cannot be read or trusted."""
+
+    problem = "invalid-result"
+    title = "Invalid attestation result"
+
+
+class NotFoundError(BytereplayError):
+    status = 404
+    problem = "not-found"
+    title = "Not found"

@@ -1,0 +1,95 @@
+"""A pinned key set from a JWKS dict, file or URL: cached with a TTL, refetched once on an
+unknown `kid`, with a cooldown so a flood of bad tokens cannot hammer the source."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bytereplay.encoding import strict_json_loads
+from bytereplay.errors import BytereplayError, SignatureError
+from bytereplay.jose import keys_from_jwks, parse_unverified, verify_jwt
+from bytereplay.keys import SIGNING_ALGS, PublicKey
+
+MAX_JWKS_BYTES = 256 * 1024
+
+
+class KeySet:
+    """Verification keys from one configured source.
+
+    `source` is a JWKS dict (static), a `Path` to a JWKS file, or an http(s) URL.
+    """
+
+    def __init__(
+        self,
+        source: Mapping[str, Any] | Path | str,
+        *,
+        ttl: float = 300.0,
+        cooldown: float = 30.0,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.ttl, self.cooldown, self.timeout, self._clock = ttl, cooldown, timeout, clock
+        self._keys: dict[str, PublicKey] = {}
+        self._fetched_at: float | None = None
+        self._last_refetch: float | None = None
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def _load(self) -> dict[str, PublicKey]:
+        self.fetches += 1
+        src = self.source
+        if isinstance(src, Mapping):
+            return keys_from_jwks(dict(src))
+        if isinstance(src, Path) or not str(src).startswith(("http://", "https://")):
+            try:
+                data: bytes = Path(src).read_bytes()
+            except OSError as exc:
+                raise SignatureError(f"cannot read key set {src}: {exc.strerror}") from None
+        else:
+            try:
+                resp = requests.get(str(src), timeout=self.timeout)
+                resp.raise_for_status()
+                data = resp.content
+            except requests.RequestException as exc:
+                raise SignatureError(f"cannot fetch key set {src}: {exc}") from None
+        try:
+            doc = strict_json_loads(data, max_bytes=MAX_JWKS_BYTES)
+        except BytereplayError as exc:
+            raise SignatureError(f"key set {src} is not a JWKS: {exc.detail}") from None
+        return keys_from_jwks(doc)
+
+    def keys(self) -> dict[str, PublicKey]:
+        with self._lock:
+            now = self._clock()
+            if self._fetched_at is None or now - self._fetched_at > self.ttl:
+                self._keys = self._load()
+                self._fetched_at = now
+            return dict(self._keys)
+
+    def key_for(self, kid: str | None) -> dict[str, PublicKey]:
+        """The key set, refetched once (subject to the cooldown) if `kid` is unknown."""
+        keys = self.keys()
+        if kid is None or kid in keys or isinstance(self.source, Mapping):
+            return keys
+        with self._lock:
+            now = self._clock()
+            if self._last_refetch is not None and now - self._last_refetch < self.cooldown:
+                return dict(self._keys)
+            self._last_refetch = now
+            self._keys = self._load()
+            self._fetched_at = now
+            return dict(self._keys)
+
+    def verify(self, token: str, *, algorithms: tuple[str, ...] = SIGNING_ALGS,
+               **kwargs: Any) -> dict[str, Any]:
+        header, _ = parse_unverified(token)
+        kid = header.get("kid")
+        keys = self.key_for(kid if isinstance(kid, str) else None)
+        return verify_jwt(token, keys, algorithms=algorithms, **kwargs)

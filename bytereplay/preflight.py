@@ -1,0 +1,75 @@
+"""`preflight(record) -> PreflightReport`: which checklist items hold and how the claim shrinks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bytereplay.checklist import ITEMS, POLICY_ITEM, Group, Item
+from bytereplay.record import RunRecord
+
+HOLDS, MISSING, DEFERRED = "holds", "missing", "deferred"
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    item: Item
+    status: str  # holds | missing | deferred
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "field": self.item.field, "label": self.item.label, "status": self.status
+        }
+        if self.status != HOLDS:
+            out["shrink"] = self.item.shrink
+        return out
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    results: tuple[ItemResult, ...]
+
+    @property
+    def missing(self) -> list[str]:
+        return [r.item.field for r in self.results if r.status == MISSING]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def group(self, group: Group) -> list[ItemResult]:
+        return [r for r in self.results if r.item.group == group]
+
+    def shrinks(self) -> list[str]:
+        return [r.item.shrink for r in self.results if r.status == MISSING]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "missing": self.missing,
+            "groups": {g.value: [r.to_dict() for r in self.group(g)] for g in Group},
+        }
+
+    def render(self) -> str:
+        """The checklist as text: `[x]` holds, `[ ]` missing, `[-]` deferred."""
+        marks = {HOLDS: "[x]", MISSING: "[ ]", DEFERRED: "[-]"}
+        lines: list[str] = []
+        for g in Group:
+            lines.append(f"{g.value}:")
+            for r in self.group(g):
+                line = f"  {marks[r.status]} {r.item.label} ({r.item.field})"
+                if r.status == MISSING:
+                    line += f" -- claim shrinks: {r.item.shrink}"
+                elif r.status == DEFERRED:
+                    line += " -- named by the relying party at appraisal"
+                lines.append(line)
+        n = len(self.missing)
+        lines.append("complete: every item holds" if n == 0 else f"missing: {n} item(s)")
+        return "\n".join(lines)
+
+
+def preflight(record: RunRecord, policy: str | None = None) -> PreflightReport:
+    """Check the record against the checklist. A pure function of its inputs."""
+    results = [ItemResult(i, HOLDS if record.is_present(i.field) else MISSING) for i in ITEMS]
+    results.append(ItemResult(POLICY_ITEM, HOLDS if policy else DEFERRED))
+    return PreflightReport(tuple(results))

@@ -1,0 +1,360 @@
+"""The run record, `deterministic_run_preflight.v1`.
+
+One canonical object that fixes the output bytes of one inference. Every field is
+optional: a record with missing fields is still appraised, its claim is smaller
+(see `bytereplay.preflight`). Parsing is strict: unknown fields, wrong types and
+malformed hashes raise `RecordError` naming the field.
+
+The dataclasses below are the one source of truth for the record's shape; the
+checklist in `bytereplay.checklist` names every leaf and a test keeps them in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from bytereplay.encoding import (
+    HASH_RE,
+    OCI_DIGEST_RE,
+    cbor_dumps,
+    cbor_loads,
+    jcs,
+    sha256_tag,
+    strict_json_loads,
+)
+from bytereplay.errors import BytereplayError, RecordError
+
+SCHEMA = "deterministic_run_preflight.v1"
+MAX_RECORD_BYTES = 1 << 20
+MISSING_SENTINELS = ("unknown",)  # a recorded "unknown" is reported as missing
+
+
+def _hash(path: str, value: str) -> None:
+    if not HASH_RE.match(value):
+        raise RecordError(path, "expected 'sha-256:' followed by 64 lowercase hex digits")
+
+
+def _oci_digest(path: str, value: str) -> None:
+    if value not in MISSING_SENTINELS and not OCI_DIGEST_RE.match(value):
+        raise RecordError(path, "expected an OCI digest 'sha256:' followed by 64 lowercase hex digits")
+
+
+def _rfc3339(path: str, value: str) -> None:
+    if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", value):
+        raise RecordError(path, "expected an RFC 3339 timestamp such as 2026-01-01T00:00:00Z")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise RecordError(path, "expected an RFC 3339 timestamp") from None
+
+
+def _non_negative(path: str, value: int) -> None:
+    if value < 0:
+        raise RecordError(path, "must not be negative")
+
+
+def _positive(path: str, value: int) -> None:
+    if value < 1:
+        raise RecordError(path, "must be at least 1")
+
+
+def _token_ids(path: str, value: tuple[int, ...]) -> None:
+    for i, tok in enumerate(value):
+        if tok < 0:
+            raise RecordError(f"{path}[{i}]", "token ids are not negative")
+
+
+def _temperature(path: str, value: float) -> None:
+    if not 0.0 <= value <= 100.0:
+        raise RecordError(path, "must be in 0..100")
+
+
+def _top_p(path: str, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise RecordError(path, "must be in (0, 1]")
+
+
+Check = Callable[[str, Any], None]
+
+
+def checked(check: Check) -> Any:
+    """A dataclass field, default None (missing), with an extra value check."""
+    return dataclasses.field(default=None, metadata={"check": check})
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    id: str | None = None
+    digest: str | None = checked(_hash)
+
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+    digest: str | None = checked(_oci_digest)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    name: str | None = None
+    version: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Framework:
+    torch: str | None = None
+    transformers: str | None = None
+    python: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Gpu:
+    arch: str | None = None
+    sku: str | None = None
+    sm_count: int | None = checked(_non_negative)
+    driver: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Toolkit:
+    cuda: str | None = None
+    cublas: str | None = None
+    cudnn: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cpu:
+    model: str | None = None
+    capability: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Determinism:
+    deterministic_algorithms: bool | None = None
+    cudnn_deterministic: bool | None = None
+    cudnn_benchmark: bool | None = None
+    tf32: bool | None = None
+    float32_matmul_precision: str | None = None
+    cublas_workspace_config: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    temperature: float | None = checked(_temperature)
+    top_k: int | None = checked(_non_negative)
+    top_p: float | None = checked(_top_p)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    max_new_tokens: int | None = checked(_positive)
+    stop_sequences: tuple[str, ...] | None = None
+    eos: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChallengeWindow:
+    issued_at: str | None = checked(_rfc3339)
+    expires_at: str | None = checked(_rfc3339)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """The run record. `None` anywhere means the item is missing."""
+
+    schema: ClassVar[str] = SCHEMA
+
+    input_hash: str | None = checked(_hash)
+    prompt_template_hash: str | None = checked(_hash)
+    model: Model | None = None
+    container: Container | None = None
+    runtime: Runtime | None = None
+    framework: Framework | None = None
+    gpu: Gpu | None = None
+    toolkit: Toolkit | None = None
+    cpu: Cpu | None = None
+    threads: int | None = checked(_positive)
+    dtype: str | None = None
+    determinism: Determinism | None = None
+    seed: int | None = checked(_non_negative)
+    sampling: Sampling | None = None
+    stop: Stop | None = None
+    output_hash: str | None = checked(_hash)
+    output_token_ids: tuple[int, ...] | None = checked(_token_ids)
+    verifier_ref: str | None = None
+    challenge_window: ChallengeWindow | None = None
+    operator: str | None = None
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRecord:
+        if not isinstance(data, dict):
+            raise RecordError("", "a run record is a JSON object")
+        body = dict(data)
+        schema = body.pop("schema", SCHEMA)
+        if schema != SCHEMA:
+            raise RecordError("schema", f"expected {SCHEMA!r}, got {schema!r}")
+        record: RunRecord = _build(cls, body, "")
+        return record
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> RunRecord:
+        try:
+            value = strict_json_loads(data, max_bytes=MAX_RECORD_BYTES)
+        except RecordError:
+            raise
+        except BytereplayError as exc:
+            raise RecordError("", exc.detail) from None
+        return cls.from_dict(value)
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> RunRecord:
+        try:
+            value = cbor_loads(data, max_bytes=MAX_RECORD_BYTES)
+        except BytereplayError as exc:
+            raise RecordError("", exc.detail) from None
+        return cls.from_dict(value)
+
+    # -- serialisation ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; missing fields are left out."""
+        out = _unbuild(self)
+        assert isinstance(out, dict)
+        return {"schema": SCHEMA, **out}
+
+    def to_json(self) -> bytes:
+        """RFC 8785 canonical JSON bytes."""
+        return jcs(self.to_dict())
+
+    def to_cbor(self) -> bytes:
+        """Core deterministic CBOR bytes."""
+        return cbor_dumps(self.to_dict())
+
+    def digest(self) -> str:
+        """SHA-256 over the JCS encoding, as `sha-256:<hex>`."""
+        return sha256_tag(self.to_json())
+
+    def get(self, path: str) -> Any:
+        """Value at a dotted path such as `gpu.arch`, or None when missing."""
+        node: Any = self
+        for part in path.split("."):
+            if node is None:
+                return None
+            node = getattr(node, part)
+        return node
+
+    def is_present(self, path: str) -> bool:
+        value = self.get(path)
+        return value is not None and value not in MISSING_SENTINELS
+
+    def replace(self, path: str, value: Any) -> RunRecord:
+        """A copy with the dotted `path` set to `value` (None removes it)."""
+        return _replace_in(self, path, value)  # type: ignore[no-any-return]
+
+
+def _replace_in(node: Any, path: str, value: Any) -> Any:
+    head, _, rest = path.partition(".")
+    if not rest:
+        return dataclasses.replace(node, **{head: value})
+    child = getattr(node, head)
+    if child is None:
+        child = _inner(_hints(type(node))[head])()
+    return dataclasses.replace(node, **{head: _replace_in(child, rest, value)})
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _inner(tp: Any) -> Any:
+    """Strip `| None` from an annotation."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0]
+    return tp
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecordError(path, "expected an object")
+        return _build(tp, value, path + ".")
+    origin = get_origin(tp)
+    if origin is tuple:
+        item_tp = get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            raise RecordError(path, "expected an array")
+        return tuple(_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecordError(path, "expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecordError(path, "expected an integer")
+        if abs(value) > 2**53:
+            raise RecordError(path, "integer out of range")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecordError(path, "expected a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RecordError(path, "expected a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecordError(path, "expected a string")
+        if len(value) > 4096:
+            raise RecordError(path, "string longer than 4096 characters")
+        return value
+    raise RecordError(path, f"unsupported type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = prefix + str(key)
+        if key not in hints or key == "schema":
+            raise RecordError(path, "unknown field")
+        if value is None:
+            continue
+        converted = _convert(_inner(hints[key]), value, path)
+        check = cls.__dataclass_fields__[key].metadata.get("check")
+        if check is not None:
+            check(path, converted)
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _unbuild(node: Any) -> Any:
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        out = {}
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            if value is not None:
+                out[f.name] = _unbuild(value)
+        return out
+    if isinstance(node, tuple):
+        return [_unbuild(v) for v in node]
+    return node
+
+
+def leaf_paths(cls: Any = RunRecord, prefix: str = "") -> Iterator[str]:
+    """Every leaf field of the record as a dotted path, in declaration order."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        inner = _inner(hints[f.name])
+        if dataclasses.is_dataclass(inner):
+            yield from leaf_paths(inner, prefix + f.name + ".")
+        else:
+            yield prefix + f.name

@@ -8,10 +8,10 @@ compares) is derived from the same table, so the two cannot drift.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Group(str, Enum):
+class Group(StrEnum):
     BEFORE_REPLAY = "before replay"
     BEFORE_APPRAISAL = "before appraisal"
     BEFORE_ACTION = "before action"

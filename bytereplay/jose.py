@@ -34,7 +34,9 @@ def sign_jwt(claims: Mapping[str, Any], key: SigningKey, *, typ: str = "JWT") ->
                       headers={"kid": key.kid, "typ": typ})
 
 
-def parse_unverified(token: str, *, max_bytes: int = MAX_TOKEN_BYTES) -> tuple[dict[str, Any], dict[str, Any]]:
+def parse_unverified(
+    token: str, *, max_bytes: int = MAX_TOKEN_BYTES
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload, parsed strictly but NOT verified. For routing only."""
     if not isinstance(token, str):
         raise EncodingError("a JWT is text")

@@ -5,6 +5,7 @@ Only asymmetric algorithms exist here; `none` and HMAC are refused everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -172,8 +173,7 @@ class SigningKey:
 def load_or_create_key(path: Path, alg: str = DEFAULT_ALG) -> SigningKey:
     """Load the key at `path`, or generate one there (mode 0600) on first start."""
     if not path.exists():
-        try:
+        # Another process may create it first; then we use theirs.
+        with contextlib.suppress(FileExistsError):
             _write_private(path, generate_private_key(alg))
-        except FileExistsError:
-            pass  # another process created it first; use theirs
     return SigningKey.from_private(_read_private(path))

@@ -63,7 +63,10 @@ def _ear(naming: str = "veraison", **vector: int) -> dict[str, object]:
     return build_ear(
         vector=vector or {"instance-identity": 2, "hardware": 32},
         nonce="bm9uY2Utbm9uY2U", iat=int(time.time()), policy_id="policy:test",
-        extensions={"bytereplay.replay": {"verdict": "match"}, "bytereplay.output_hash": "sha-256:" + "0" * 64},
+        extensions={
+            "bytereplay.replay": {"verdict": "match"},
+            "bytereplay.output_hash": "sha-256:" + "0" * 64,
+        },
         naming=naming,
     )
 

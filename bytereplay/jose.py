@@ -48,6 +48,7 @@ def parse_unverified(
     try:
         header = strict_json_loads(b64url_decode(parts[0]), max_bytes=max_bytes)
         payload = strict_json_loads(b64url_decode(parts[1]), max_bytes=max_bytes)
+        b64url_decode(parts[2])  # canonical signature text: one token, one spelling
     except TooLargeError:
         raise
     except BytereplayError as exc:

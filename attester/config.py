@@ -1,0 +1,137 @@
+"""Attester configuration: the `"attester"` object of the configuration file.
+
+    {"attester": {
+        "provider": "simulated",            # simulated | tsm | nvidia
+        "container_digest": "sha256:...",   # OCI digest of the running image
+        "operator": "ops@example.org",
+        "verifier_ref": "http://127.0.0.1:8702",
+        "model_dir": null,                  # null: the fixture model in the repo
+        "device": "cpu", "dtype": "float32", "threads": 1,
+        "evidence_format": "jwt",           # default when a request names none
+        "key_alg": "ES256",                 # evidence key algorithm on first start
+        "tsm_root": "/sys/kernel/config/tsm/report",
+        "nvidia_device": 0,
+        "max_body_bytes": 65536, "max_input_chars": 8192,
+        "max_new_tokens": 256, "max_pending": 8
+    }}
+
+Every key is optional; unknown keys and wrong types are refused with a message that
+names the key. `BYTEREPLAY_CONTAINER_DIGEST` in the environment fills
+`container_digest` when the file does not set it (handy in a container entrypoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bytereplay.encoding import OCI_DIGEST_RE
+from bytereplay.errors import UsageError
+from bytereplay.home import Home
+from bytereplay.keys import SIGNING_ALGS
+
+CONTAINER_ENV = "BYTEREPLAY_CONTAINER_DIGEST"
+PROVIDERS = ("simulated", "tsm", "nvidia")
+FORMATS = ("jwt", "cwt")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class AttesterConfig:
+    provider: str = "simulated"
+    container_digest: str | None = None
+    operator: str | None = None
+    verifier_ref: str | None = None
+    model_dir: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+    evidence_format: str = "jwt"
+    key_alg: str = "ES256"
+    tsm_root: str | None = None
+    nvidia_device: int = 0
+    max_body_bytes: int = 64 * 1024
+    max_input_chars: int = 8192
+    max_new_tokens: int = 256
+    max_pending: int = 8
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, where: str = "attester") -> AttesterConfig:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: the attester configuration is a JSON object")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in names:
+                raise UsageError(f"{where}.{key}: unknown setting; known: {', '.join(names)}")
+            kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except UsageError as exc:
+            raise UsageError(f"{where}.{exc.detail}") from None
+
+    def with_overrides(self, **changes: Any) -> AttesterConfig:
+        """A copy with the non-None `changes` applied (command-line flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def model_path(self) -> Path | None:
+        return Path(self.model_dir).expanduser() if self.model_dir else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate(c: AttesterConfig) -> None:
+    def text(name: str, value: Any, optional: bool = True) -> None:
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{name}: expected non-empty text")
+
+    def bounded(name: str, value: Any, lo: int, hi: int) -> None:
+        if not _is_int(value) or not lo <= value <= hi:
+            raise UsageError(f"{name}: expected an integer in {lo}..{hi}")
+
+    def choice(name: str, value: Any, options: tuple[str, ...]) -> None:
+        if value not in options:
+            raise UsageError(f"{name}: expected one of {', '.join(options)}, got {value!r}")
+
+    choice("provider", c.provider, PROVIDERS)
+    text("container_digest", c.container_digest)
+    if c.container_digest is not None and not OCI_DIGEST_RE.match(c.container_digest):
+        raise UsageError("container_digest: expected an OCI digest 'sha256:<64 hex>'")
+    for name in ("operator", "verifier_ref", "model_dir", "tsm_root"):
+        text(name, getattr(c, name))
+    text("device", c.device, optional=False)
+    choice("dtype", c.dtype, DTYPES)
+    bounded("threads", c.threads, 1, 1024)
+    choice("evidence_format", c.evidence_format, FORMATS)
+    choice("key_alg", c.key_alg, SIGNING_ALGS)
+    bounded("nvidia_device", c.nvidia_device, 0, 63)
+    bounded("max_body_bytes", c.max_body_bytes, 1024, 64 << 20)
+    bounded("max_input_chars", c.max_input_chars, 1, 1 << 18)
+    bounded("max_new_tokens", c.max_new_tokens, 1, 4096)
+    bounded("max_pending", c.max_pending, 1, 1024)
+
+
+def load_config(home: Home, path: str | Path | None = None) -> AttesterConfig:
+    """The attester configuration from `path` (or the home's config.json), with defaults."""
+    doc = home.load_config(path)
+    config = AttesterConfig.from_mapping(doc.get("attester"))
+    env_digest = os.environ.get(CONTAINER_ENV)
+    if config.container_digest is None and env_digest:
+        try:
+            config = config.with_overrides(container_digest=env_digest.strip())
+        except UsageError as exc:
+            raise UsageError(f"${CONTAINER_ENV}: {exc.detail}") from None
+    return config

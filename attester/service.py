@@ -1,0 +1,380 @@
+"""The attester service (FastAPI): deterministic inference with signed Evidence.
+
+    POST /v1/infer   {"input", "template"?, "decode"?: {"max_new_tokens", "temperature",
+                      "top_k", "top_p", "seed", "stop", "eos"}, "nonce",
+                      "challenge_window"?: {"issued_at", "expires_at"},
+                      "format"?: "jwt" | "cwt"}
+                  -> {"output", "output_hash", "evidence", "evidence_format"}
+                     (CWT evidence travels as unpadded base64url text)
+    GET  /v1/info    model digest and id, environment, provider, evidence key (JWK)
+    GET  /healthz    200 once the model is loaded, 503 before
+
+Every refusal is `application/problem+json` naming the offending field; inference runs
+in the threadpool, never on the event loop. `bytereplay serve attester` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from attester.config import AttesterConfig, load_config
+from attester.evidence import (
+    DECODE_KEYS,
+    FORMATS,
+    build_claims,
+    encode,
+    evidence_text,
+    expected_report_data,
+    measurements_for,
+    request_claim,
+)
+from attester.http import BodyLimit, install_problem_handlers, read_json_body
+from attester.tee import QuoteProvider, make_provider
+from bytereplay import __version__, eat
+from bytereplay.errors import BytereplayError, UsageError
+from bytereplay.home import Home
+from bytereplay.keys import SigningKey, load_or_create_key
+from bytereplay.record import RunRecord
+
+if TYPE_CHECKING:
+    from attester.engine import DecodePolicy, Engine
+
+log = logging.getLogger("bytereplay.attester")
+
+DEFAULT_TEMPLATE = "{input}"  # = attester.engine.DEFAULT_TEMPLATE (not imported: no torch here)
+INPUT_MARK = "{input}"
+DEFAULT_MAX_NEW_TOKENS = 32
+MAX_TEMPLATE_CHARS = 1 << 16
+MAX_SEED = (1 << 53) - 1
+MAX_TOP_K = 1 << 20
+MAX_STOP_SEQUENCES, MAX_STOP_CHARS = 16, 256
+BODY_KEYS = ("input", "template", "decode", "nonce", "challenge_window", "format")
+
+
+class NotReadyError(BytereplayError):
+    status = 503
+    problem = "not-ready"
+    title = "Service not ready"
+
+
+class BusyError(BytereplayError):
+    status = 503
+    problem = "busy"
+    title = "Too many requests in flight"
+
+
+class MediaTypeError(BytereplayError):
+    status = 415
+    problem = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+# -- request parsing ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AttestRequest:
+    input: str
+    template: str
+    decode: dict[str, Any]  # every DECODE_KEYS member, validated
+    nonce: bytes
+    challenge_window: tuple[str, str] | None
+    format: str
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(name: str, v: Any, lo: int, hi: int) -> int:
+    if not _is_int(v) or not lo <= v <= hi:
+        raise UsageError(f"{name}: expected an integer in {lo}..{hi}")
+    return int(v)
+
+
+def _parse_decode(value: Any, config: AttesterConfig) -> dict[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise UsageError("decode: expected an object")
+    unknown = sorted(set(value) - set(DECODE_KEYS))
+    if unknown:
+        raise UsageError(f"decode.{unknown[0]}: unknown field; known: {', '.join(DECODE_KEYS)}")
+    limit = config.max_new_tokens
+    out: dict[str, Any] = {
+        "max_new_tokens": _int("decode.max_new_tokens",
+                               value.get("max_new_tokens", min(DEFAULT_MAX_NEW_TOKENS, limit)),
+                               1, limit),
+        "top_k": _int("decode.top_k", value.get("top_k", 0), 0, MAX_TOP_K),
+        "seed": _int("decode.seed", value.get("seed", 0), 0, MAX_SEED),
+    }
+    temperature = value.get("temperature", 0.0)
+    if not _is_number(temperature) or not 0 <= temperature <= 100:
+        raise UsageError("decode.temperature: expected a number in 0..100 (0 = greedy)")
+    top_p = value.get("top_p", 1.0)
+    if not _is_number(top_p) or not 0 < top_p <= 1:
+        raise UsageError("decode.top_p: expected a number in (0, 1]")
+    out["temperature"], out["top_p"] = float(temperature), float(top_p)
+    stop = value.get("stop", [])
+    if not isinstance(stop, list) or len(stop) > MAX_STOP_SEQUENCES:
+        raise UsageError(f"decode.stop: expected a list of at most {MAX_STOP_SEQUENCES} strings")
+    for i, s in enumerate(stop):
+        if not isinstance(s, str) or not 1 <= len(s) <= MAX_STOP_CHARS:
+            raise UsageError(f"decode.stop[{i}]: expected a string of 1..{MAX_STOP_CHARS} characters")
+    out["stop"] = list(stop)
+    eos = value.get("eos", True)
+    if not isinstance(eos, bool):
+        raise UsageError("decode.eos: expected true or false")
+    out["eos"] = eos
+    return out
+
+
+def _parse_window(value: Any) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"issued_at", "expires_at"}:
+        raise UsageError("challenge_window: expected an object with issued_at and expires_at")
+    try:
+        RunRecord.from_dict({"challenge_window": value})
+    except BytereplayError as exc:
+        raise UsageError(exc.detail) from None
+    return str(value["issued_at"]), str(value["expires_at"])
+
+
+def _text(name: str, value: Any, limit: int) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"{name}: expected a string")
+    if len(value) > limit:
+        raise UsageError(f"{name}: longer than {limit} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{name}: not valid Unicode text (lone surrogate)") from None
+    return value
+
+
+def parse_infer_body(body: Any, config: AttesterConfig) -> AttestRequest:
+    """Validate a /v1/infer body; UsageError (or NonceError) naming the field."""
+    if not isinstance(body, dict):
+        raise UsageError("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(BODY_KEYS))
+    if unknown:
+        raise UsageError(f"{unknown[0]}: unknown field; known: {', '.join(BODY_KEYS)}")
+    for name in ("input", "nonce"):
+        if name not in body:
+            raise UsageError(f"{name}: required field is missing")
+    text = _text("input", body["input"], config.max_input_chars)
+    template = body.get("template", DEFAULT_TEMPLATE)
+    template = _text("template", template, MAX_TEMPLATE_CHARS)
+    if INPUT_MARK not in template:
+        raise UsageError("template: must contain '{input}' where the input goes")
+    decode = _parse_decode(body.get("decode"), config)
+    if not isinstance(body["nonce"], str):
+        raise UsageError("nonce: expected unpadded base64url text")
+    nonce = eat.decode_nonce(body["nonce"])  # NonceError: not base64url / outside 8..64
+    fmt = body.get("format", config.evidence_format)
+    if fmt not in FORMATS:
+        raise UsageError(f"format: expected one of {', '.join(FORMATS)}")
+    return AttestRequest(input=text, template=template, decode=decode, nonce=nonce,
+                         challenge_window=_parse_window(body.get("challenge_window")),
+                         format=str(fmt))
+
+
+def _policy(decode: dict[str, Any]) -> DecodePolicy:
+    from attester.engine import DecodePolicy
+
+    return DecodePolicy(max_new_tokens=decode["max_new_tokens"],
+                        temperature=decode["temperature"], top_k=decode["top_k"],
+                        top_p=decode["top_p"], seed=decode["seed"],
+                        stop=tuple(decode["stop"]), eos=decode["eos"])
+
+
+# -- the attester ---------------------------------------------------------------------
+
+class Attester:
+    """Engine + evidence key + TEE provider, and the one operation: `attest`."""
+
+    def __init__(self, config: AttesterConfig, home: Home, *, engine: Engine | None = None,
+                 provider: QuoteProvider | None = None, key: SigningKey | None = None) -> None:
+        self.config, self.home = config, home
+        self.key = key or load_or_create_key(home.attester_key, config.key_alg)
+        self.provider = provider or make_provider(
+            config.provider, simulated_dir=home.simulated_ca, tsm_root=config.tsm_root,
+            nvidia_device=config.nvidia_device)
+        self.engine: Engine | None = engine
+        self.load_error: str | None = None
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None
+
+    def load_engine(self) -> None:
+        """Hash and load the model (slow; call from a worker thread)."""
+        from attester.engine import Engine, EngineSettings
+
+        c = self.config
+        self.engine = Engine(EngineSettings(
+            model_dir=c.model_path, device=c.device, dtype=c.dtype, threads=c.threads,
+            container_digest=c.container_digest, operator=c.operator))
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise NotReadyError(self.load_error or "the model is still loading; retry shortly")
+        return self.engine
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """At most `max_pending` requests in flight; 503 beyond."""
+        with self._lock:
+            if self._pending >= self.config.max_pending:
+                raise BusyError(f"{self._pending} requests in flight; retry later")
+            self._pending += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def attest(self, req: AttestRequest) -> dict[str, Any]:
+        """Run the request, quote the binding, sign the Evidence; the /v1/infer answer."""
+        from attester.engine import InferenceRequest
+
+        engine = self._engine()
+        result = engine.generate(
+            InferenceRequest(input=req.input, template=req.template, decode=_policy(req.decode)),
+            verifier_ref=self.config.verifier_ref, challenge_window=req.challenge_window)
+        record = result.record
+        quote = self.provider.quote(expected_report_data(req.nonce, record, self.key.jwk),
+                                    measurements_for(record))
+        claims = build_claims(record=record, nonce=req.nonce, key=self.key, quote=quote,
+                              request=request_claim(req.input, req.template, req.decode))
+        evidence = encode(claims, self.key, req.format)
+        return {"output": result.output, "output_hash": result.output_hash,
+                "evidence": evidence_text(evidence), "evidence_format": req.format}
+
+    def info(self) -> dict[str, Any]:
+        engine = self._engine()
+        c = self.config
+        return {
+            "runtime": {"name": "bytereplay", "version": __version__},
+            "model_id": engine.model_id,
+            "model_digest": engine.model_digest,
+            "container_digest": c.container_digest,
+            "environment": engine.environment,
+            "provider": self.provider.name,
+            "simulated": bool(self.provider.simulated),
+            "evidence_key": dict(self.key.jwk),
+            "evidence_formats": list(FORMATS),
+            "eat_profile": eat.PROFILE,
+            "verifier_ref": c.verifier_ref,
+            "operator": c.operator,
+            "limits": {"max_body_bytes": c.max_body_bytes, "max_input_chars": c.max_input_chars,
+                       "max_new_tokens": c.max_new_tokens, "max_pending": c.max_pending},
+        }
+
+    def ready_line(self, url: str | None = None) -> str:
+        engine = self._engine()
+        where = f" on {url}" if url else ""
+        sim = " (SIMULATED TEE, not hardware)" if self.provider.simulated else ""
+        return (f"bytereplay attester ready{where}: model {engine.model_id} "
+                f"{engine.model_digest}, provider {self.provider.name}{sim}, "
+                f"evidence key {self.key.alg} kid {self.key.kid}")
+
+
+# -- the app --------------------------------------------------------------------------
+
+def _check_media_type(request: Request) -> None:
+    ctype = request.headers.get("content-type")
+    if ctype is None:
+        return
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise MediaTypeError(f"content-type {media!r}; send application/json")
+
+
+def create_app(config: AttesterConfig, *, home: Home | None = None,
+               engine: Engine | None = None, attester: Attester | None = None,
+               url: str | None = None) -> FastAPI:
+    """The attester app. Pass `engine` (or a whole `attester`) to share a loaded model;
+    otherwise the model loads in a background thread at startup (healthz 503 until then).
+    Key and provider are set up here, so a missing TEE fails at once."""
+    svc = attester or Attester(config, home or Home.resolve(), engine=engine)
+
+    def _load() -> None:
+        try:
+            svc.load_engine()
+        except BytereplayError as exc:
+            svc.load_error = f"model failed to load: {exc.detail}"
+            log.error("bytereplay attester: %s", svc.load_error)
+            return
+        except Exception as exc:
+            svc.load_error = f"model failed to load: {type(exc).__name__}"
+            log.exception("bytereplay attester: model failed to load")
+            return
+        log.info("%s", svc.ready_line(url))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if not svc.ready:
+            threading.Thread(target=_load, name="attester-load", daemon=True).start()
+        yield
+
+    app = FastAPI(title="bytereplay attester", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.attester = svc
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        if svc.ready:
+            return JSONResponse({"status": "ready"})
+        status = "failed" if svc.load_error else "starting"
+        return JSONResponse({"status": status, "detail": svc.load_error}, status_code=503)
+
+    @app.get("/v1/info")
+    async def info() -> JSONResponse:
+        return JSONResponse(svc.info())
+
+    @app.post("/v1/infer")
+    async def infer(request: Request) -> JSONResponse:
+        _check_media_type(request)
+        body = await read_json_body(request, config.max_body_bytes)
+        req = parse_infer_body(body, config)
+        svc._engine()  # 503 before spending anything while the model loads
+        with svc.slot():
+            answer = await run_in_threadpool(svc.attest, req)
+        return JSONResponse(answer)
+
+    return app
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`bytereplay serve attester --host H --port P [--config F] [--home D]`."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home = Home.resolve(args.home)
+    config = load_config(home, args.config)
+    url = f"http://{args.host}:{args.port}"
+    app = create_app(config, home=home, url=url)
+    log.info("bytereplay attester %s starting on %s (provider %s, home %s)",
+             __version__, url, config.provider, home.root)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False,
+                server_header=False)
+    return 0

@@ -1,0 +1,383 @@
+"""The `simulated` TEE provider: a software stand-in for development and tests.
+
+NOT HARDWARE. A simulated platform CA (self-signed X.509, P-256, CN says so)
+certifies an attestation key (leaf certificate). Both are generated once into
+`Home.simulated_ca` (private keys mode 0600):
+
+    simulated-tee/ca.pem                 CA certificate (what a verifier trusts)
+    simulated-tee/ca-key.pem             CA private key (0600)
+    simulated-tee/attestation.pem        attestation key certificate, issued by the CA
+    simulated-tee/attestation-key.pem    attestation private key (0600)
+
+A quote is a JSON object:
+
+    {"provider": "simulated", "simulated": true, "version": 1,
+     "platform": "SIMULATED TEE - software stand-in, not hardware evidence",
+     "measurements": {"container_digest", "model_digest", "runtime"},
+     "report_data": <64 bytes, unpadded base64url>,
+     "timestamp": <RFC 3339 UTC>,
+     "alg": "ES256",
+     "cert_chain": [<leaf DER, base64>, <CA DER, base64>],
+     "signature": <ECDSA P-256 / SHA-256 DER signature, unpadded base64url>}
+
+The signature covers the RFC 8785 (JCS) bytes of the object without `signature`, so
+every other field (measurements, report data, timestamp, chain) is signed.
+Verification checks the leaf against a *configured* CA (never the CA the quote
+carries): issuer signature, validity, basicConstraints and keyUsage; then the quote
+signature; then the report data. `hardware` is always False.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import shutil
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from attester.tee.base import (
+    QuoteTrust,
+    QuoteVerification,
+    field_b64,
+    field_str,
+    require_report_data,
+    same_bytes,
+)
+from bytereplay.encoding import b64url_encode, jcs
+from bytereplay.errors import BytereplayError, KeyConfigError, QuoteError
+
+NAME = "simulated"
+VERSION = 1
+PLATFORM = "SIMULATED TEE - software stand-in, not hardware evidence"
+CA_CN = "bytereplay SIMULATED TEE platform CA — not hardware"
+LEAF_CN = "bytereplay SIMULATED TEE attestation key — not hardware"
+ORG = "bytereplay (SIMULATED)"
+CA_DAYS = 3650
+LEAF_DAYS = 730
+CA_FILE, CA_KEY_FILE = "ca.pem", "ca-key.pem"
+LEAF_FILE, LEAF_KEY_FILE = "attestation.pem", "attestation-key.pem"
+MAX_CHAIN = 4
+MAX_CERT_B64 = 8192
+REASON = "simulated TEE: a software stand-in, not hardware evidence"
+
+
+# -- key material -------------------------------------------------------------------
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _issue_ca(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certificate:
+    name = _name(CA_CN)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=False, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _issue_leaf(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate,
+                key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certificate:
+    not_after = min(now + timedelta(days=LEAF_DAYS), ca.not_valid_after_utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(LEAF_CN)).issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _read_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise KeyConfigError(f"{path} is readable by others (mode {mode:o}); expected 0600")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyConfigError(f"{path} is not a PEM private key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyConfigError(f"{path} is not an EC private key")
+    return key
+
+
+def _read_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise KeyConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise KeyConfigError(f"{path} is not a PEM certificate: {exc}") from None
+
+
+def _create(folder: Path) -> None:
+    """Generate CA and attestation key into a temporary folder, then rename it into place.
+
+    Two processes starting at once: one rename wins, the other uses the winner's files.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir(mode=0o700)
+    try:
+        now = datetime.now(UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = _issue_ca(ca_key, now)
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        leaf = _issue_leaf(ca_key, ca, leaf_key, now)
+        _write(tmp / CA_KEY_FILE, _key_pem(ca_key), 0o600)
+        _write(tmp / LEAF_KEY_FILE, _key_pem(leaf_key), 0o600)
+        _write(tmp / CA_FILE, ca.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(tmp / LEAF_FILE, leaf.public_bytes(serialization.Encoding.PEM), 0o644)
+        try:
+            os.rename(tmp, folder)  # replaces an empty folder; fails on a populated one
+        except OSError:
+            if not (folder / CA_FILE).exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SimulatedPlatform:
+    """The simulated platform's CA certificate and its certified attestation key."""
+
+    ca: x509.Certificate
+    leaf: x509.Certificate
+    attestation_key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def load_or_create(cls, folder: Path) -> SimulatedPlatform:
+        if not (folder / CA_FILE).exists():
+            _create(folder)
+        ca = _read_cert(folder / CA_FILE)
+        leaf = _read_cert(folder / LEAF_FILE)
+        key = _read_key(folder / LEAF_KEY_FILE)
+        if leaf.public_key() != key.public_key():
+            raise KeyConfigError(f"{folder}: the attestation certificate does not match its key")
+        now = datetime.now(UTC)
+        if leaf.not_valid_after_utc <= now + timedelta(days=1):
+            leaf = cls._reissue_leaf(folder, ca, key, now)
+        return cls(ca=ca, leaf=leaf, attestation_key=key)
+
+    @staticmethod
+    def _reissue_leaf(folder: Path, ca: x509.Certificate, key: ec.EllipticCurvePrivateKey,
+                      now: datetime) -> x509.Certificate:
+        ca_key = _read_key(folder / CA_KEY_FILE)
+        leaf = _issue_leaf(ca_key, ca, key, now)
+        tmp = folder / f".{LEAF_FILE}.{secrets.token_hex(4)}"
+        _write(tmp, leaf.public_bytes(serialization.Encoding.PEM), 0o644)
+        os.replace(tmp, folder / LEAF_FILE)
+        return leaf
+
+    @property
+    def ca_pem(self) -> str:
+        return self.ca.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def load_ca_pem(folder: Path) -> str | None:
+    """The simulated CA certificate (PEM) in `folder`, or None when there is none.
+
+    For the verifier: an attester and a verifier sharing a home trust this CA.
+    """
+    path = folder / CA_FILE
+    if not path.exists():
+        return None
+    return _read_cert(path).public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+# -- the provider ---------------------------------------------------------------------
+
+def _now_text() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _signed_bytes(quote: dict[str, Any]) -> bytes:
+    return jcs({k: v for k, v in quote.items() if k != "signature"})
+
+
+class SimulatedProvider:
+    """Quotes signed by the simulated attestation key. `simulated` is always True."""
+
+    name = NAME
+    simulated = True
+
+    def __init__(self, folder: Path) -> None:
+        self.platform = SimulatedPlatform.load_or_create(folder)
+        der = [c.public_bytes(serialization.Encoding.DER)
+               for c in (self.platform.leaf, self.platform.ca)]
+        self._chain = [base64.b64encode(d).decode("ascii") for d in der]
+
+    def quote(self, report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
+        require_report_data(report_data)
+        body: dict[str, Any] = {
+            "provider": NAME,
+            "simulated": True,
+            "version": VERSION,
+            "platform": PLATFORM,
+            "measurements": dict(measurements),
+            "report_data": b64url_encode(report_data),
+            "timestamp": _now_text(),
+            "alg": "ES256",
+            "cert_chain": list(self._chain),
+        }
+        sig = self.platform.attestation_key.sign(_signed_bytes(body), ec.ECDSA(hashes.SHA256()))
+        body["signature"] = b64url_encode(sig)
+        return body
+
+
+# -- verification ---------------------------------------------------------------------
+
+def _load_anchor(pem: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise QuoteError(f"a configured simulated CA is not a PEM certificate: {exc}") from None
+
+
+def _basic_ca(cert: x509.Certificate) -> bool | None:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    return bc.ca
+
+
+def _check_validity(cert: x509.Certificate, now: datetime, what: str) -> None:
+    if now < cert.not_valid_before_utc:
+        raise QuoteError(f"the {what} certificate is not valid yet (from {cert.not_valid_before_utc})")
+    if now > cert.not_valid_after_utc:
+        raise QuoteError(f"the {what} certificate expired at {cert.not_valid_after_utc}")
+
+
+def _leaf_from_chain(quote: dict[str, Any]) -> x509.Certificate:
+    chain = quote.get("cert_chain")
+    if not isinstance(chain, list) or not 1 <= len(chain) <= MAX_CHAIN:
+        raise QuoteError(f"quote field 'cert_chain' must be a list of 1..{MAX_CHAIN} certificates")
+    first = chain[0]
+    if not isinstance(first, str) or len(first) > MAX_CERT_B64:
+        raise QuoteError("quote 'cert_chain' entries are base64 DER text")
+    try:
+        der = base64.b64decode(first, validate=True)
+        return x509.load_der_x509_certificate(der)
+    except (binascii.Error, ValueError) as exc:
+        raise QuoteError(f"the attestation key certificate cannot be read: {exc}") from None
+
+
+def _chains_to(leaf: x509.Certificate, anchors: list[x509.Certificate],
+               now: datetime) -> x509.Certificate:
+    problems: list[str] = []
+    for ca in anchors:
+        try:
+            leaf.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        if _basic_ca(ca) is not True:
+            problems.append("the matching CA lacks basicConstraints CA:TRUE")
+            continue
+        try:
+            _check_validity(ca, now, "simulated CA")
+        except QuoteError as exc:
+            problems.append(exc.detail)
+            continue
+        return ca
+    detail = "; ".join(problems) if problems else "no configured CA issued it"
+    raise QuoteError(
+        f"the simulated attestation key certificate does not chain to a trusted simulated CA: {detail}"
+    )
+
+
+def verify(quote: dict[str, Any], trust: QuoteTrust, expected_report_data: bytes) -> QuoteVerification:
+    if quote.get("simulated") is not True:
+        raise QuoteError("a simulated quote must say 'simulated': true")
+    if quote.get("version") != VERSION:
+        raise QuoteError(f"unsupported simulated quote version {quote.get('version')!r}")
+    if field_str(quote, "alg") != "ES256":
+        raise QuoteError("simulated quotes are signed with ES256")
+    if not trust.simulated_cas:
+        raise QuoteError("no simulated platform CA is configured as trusted; simulated quotes are refused")
+    now = trust.now or datetime.now(UTC)
+    anchors = [_load_anchor(pem) for pem in trust.simulated_cas]
+    leaf = _leaf_from_chain(quote)
+    _chains_to(leaf, anchors, now)
+    _check_validity(leaf, now, "simulated attestation key")
+    if _basic_ca(leaf) is not False:
+        raise QuoteError("the attestation key certificate must carry basicConstraints CA:FALSE")
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature:
+            raise QuoteError("the attestation key certificate does not allow digital signatures")
+    except x509.ExtensionNotFound:
+        pass
+    public = leaf.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
+        raise QuoteError("the simulated attestation key must be an EC P-256 key")
+    signature = field_b64(quote, "signature")
+    try:
+        public.verify(signature, _signed_bytes(quote), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise QuoteError("the simulated quote signature does not verify") from None
+    except BytereplayError as exc:  # jcs() refusing the quote's content
+        raise QuoteError(f"the simulated quote cannot be canonicalised: {exc.detail}") from None
+    report_data = field_b64(quote, "report_data")
+    if not same_bytes(report_data, expected_report_data):
+        raise QuoteError("the quote's report data does not match SHA-512(nonce || record digest "
+                         "|| evidence key thumbprint): the quote is not bound to this evidence")
+    measurements = quote.get("measurements")
+    if not isinstance(measurements, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in measurements.items()):
+        raise QuoteError("quote field 'measurements' must map names to text")
+    field_str(quote, "timestamp")
+    return QuoteVerification(
+        provider=NAME, simulated=True, hardware=False, measurements=dict(measurements),
+        report_data=report_data, chain_ok=True,
+        reasons=(REASON, "attestation key chains to a configured simulated CA",
+                 "report data binds nonce, run record digest and evidence key"),
+    )

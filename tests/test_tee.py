@@ -1,0 +1,390 @@
+"""TEE quote providers: the simulated CA chain, configfs-tsm against a fake kernel tree,
+and the NVIDIA provider's clear refusal on a machine without a CC GPU."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+import sys
+import threading
+import types
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from attester.tee import QuoteTrust, make_provider, verify_quote
+from attester.tee.base import REASON_NO_COLLATERAL
+from attester.tee.nvidia import NvidiaProvider, gpu_nonce
+from attester.tee.simulated import (
+    CA_FILE,
+    CA_KEY_FILE,
+    LEAF_FILE,
+    LEAF_KEY_FILE,
+    SimulatedPlatform,
+    SimulatedProvider,
+    load_ca_pem,
+)
+from attester.tee.tsm import OsFs, TsmProvider
+from bytereplay.encoding import b64url_decode, b64url_encode
+from bytereplay.errors import KeyConfigError, ProviderUnavailable, QuoteError, UsageError
+
+RD = hashlib.sha512(b"report data").digest()
+MEAS = {"model_digest": "sha-256:" + "1" * 64, "container_digest": "unknown",
+        "runtime": "bytereplay/0.1.0"}
+
+
+# -- simulated ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulatedProvider, QuoteTrust, Path]:
+    folder = tmp_path_factory.mktemp("home") / "simulated-tee"
+    provider = SimulatedProvider(folder)
+    pem = load_ca_pem(folder)
+    assert pem is not None
+    return provider, QuoteTrust(simulated_cas=(pem,)), folder
+
+
+def test_simulated_files_and_modes(sim: tuple[SimulatedProvider, QuoteTrust, Path]) -> None:
+    provider, _, folder = sim
+    for name in (CA_KEY_FILE, LEAF_KEY_FILE):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate((folder / CA_FILE).read_bytes())
+    cn = ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert "SIMULATED" in str(cn) and "not hardware" in str(cn)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    leaf = x509.load_pem_x509_certificate((folder / LEAF_FILE).read_bytes())
+    leaf.verify_directly_issued_by(ca)
+    # Loading again reuses the same CA and key.
+    again = SimulatedPlatform.load_or_create(folder)
+    assert again.ca == ca and again.leaf == provider.platform.leaf
+
+
+def test_simulated_quote_verifies_to_its_ca(sim: tuple[SimulatedProvider, QuoteTrust, Path]) -> None:
+    provider, trust, _ = sim
+    quote = provider.quote(RD, MEAS)
+    assert quote["provider"] == "simulated" and quote["simulated"] is True
+    assert "SIMULATED" in quote["platform"]
+    assert b64url_decode(quote["report_data"]) == RD and len(quote["cert_chain"]) == 2
+    result = verify_quote(quote, trust, RD)
+    assert result.provider == "simulated" and result.simulated and not result.hardware
+    assert result.chain_ok and result.measurements == MEAS and result.report_data == RD
+    assert any("not hardware" in r for r in result.reasons)
+
+
+def test_simulated_quote_fails_against_another_ca(
+        sim: tuple[SimulatedProvider, QuoteTrust, Path], tmp_path: Path) -> None:
+    provider, trust, _ = sim
+    other = SimulatedProvider(tmp_path / "other")
+    other_pem = load_ca_pem(tmp_path / "other")
+    assert other_pem is not None
+    quote = provider.quote(RD, MEAS)
+    with pytest.raises(QuoteError, match="does not chain to a trusted simulated CA"):
+        verify_quote(quote, QuoteTrust(simulated_cas=(other_pem,)), RD)
+    # Several anchors: the right one among them is enough.
+    both = QuoteTrust(simulated_cas=(other_pem, *trust.simulated_cas))
+    assert verify_quote(quote, both, RD).chain_ok
+    # A leaf from the other CA swapped into our quote: chain or signature fails.
+    swapped = {**quote, "cert_chain": other.quote(RD, MEAS)["cert_chain"]}
+    with pytest.raises(QuoteError, match="does not chain"):
+        verify_quote(swapped, trust, RD)
+    with pytest.raises(QuoteError, match="signature"):
+        verify_quote(swapped, both, RD)
+    with pytest.raises(QuoteError, match="no simulated platform CA"):
+        verify_quote(quote, QuoteTrust(), RD)
+
+
+def test_simulated_quote_refusals(sim: tuple[SimulatedProvider, QuoteTrust, Path]) -> None:
+    provider, trust, _ = sim
+    quote = provider.quote(RD, MEAS)
+    with pytest.raises(QuoteError, match="not bound"):
+        verify_quote(quote, trust, bytes(64))
+    with pytest.raises(QuoteError, match="signature"):
+        verify_quote({**quote, "measurements": {**MEAS, "runtime": "x"}}, trust, RD)
+    with pytest.raises(QuoteError, match="signature"):
+        verify_quote({**quote, "signature": b64url_encode(b"\x30\x06\x02\x01\x01\x02\x01\x01")},
+                     trust, RD)
+    with pytest.raises(QuoteError, match="'simulated': true"):
+        verify_quote({**quote, "simulated": False}, trust, RD)
+    with pytest.raises(QuoteError, match="simulated"):
+        verify_quote({**quote, "simulated": "yes"}, trust, RD)
+    # The CA certificate itself offered as the attestation key: refused (CA:TRUE).
+    ca_only = {**quote, "cert_chain": [quote["cert_chain"][1]]}
+    with pytest.raises(QuoteError, match="CA:FALSE"):
+        verify_quote(ca_only, trust, RD)
+    with pytest.raises(QuoteError, match="cert_chain"):
+        verify_quote({**quote, "cert_chain": []}, trust, RD)
+    with pytest.raises(QuoteError, match="cannot be read"):
+        verify_quote({**quote, "cert_chain": ["bm90IGEgY2VydA=="]}, trust, RD)
+    with pytest.raises(QuoteError, match="64 bytes"):
+        provider.quote(b"short", MEAS)
+    with pytest.raises(QuoteError, match="64 bytes"):
+        verify_quote(quote, trust, b"short")
+    with pytest.raises(QuoteError, match="PEM"):
+        verify_quote(quote, QuoteTrust(simulated_cas=("junk",)), RD)
+
+
+def test_simulated_certificate_validity(sim: tuple[SimulatedProvider, QuoteTrust, Path]) -> None:
+    provider, trust, _ = sim
+    quote = provider.quote(RD, MEAS)
+    later = datetime.now(UTC) + timedelta(days=3 * 365)
+    with pytest.raises(QuoteError, match="expired"):
+        verify_quote(quote, QuoteTrust(simulated_cas=trust.simulated_cas, now=later), RD)
+    earlier = datetime.now(UTC) - timedelta(days=1)
+    with pytest.raises(QuoteError, match="not valid yet"):
+        verify_quote(quote, QuoteTrust(simulated_cas=trust.simulated_cas, now=earlier), RD)
+
+
+def test_simulated_key_mode_is_checked(tmp_path: Path) -> None:
+    SimulatedProvider(tmp_path / "s")
+    os.chmod(tmp_path / "s" / LEAF_KEY_FILE, 0o644)
+    with pytest.raises(KeyConfigError, match="0600"):
+        SimulatedProvider(tmp_path / "s")
+
+
+def test_simulated_ca_created_once_under_concurrency(tmp_path: Path) -> None:
+    folder = tmp_path / "race"
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            p = SimulatedPlatform.load_or_create(folder)
+            results.append(p.ca.public_bytes(serialization.Encoding.DER))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(results)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race"]  # no temp folders left
+
+
+# -- tsm (configfs-tsm) ---------------------------------------------------------------
+
+def tdx_quote(report_data: bytes, version: int = 4) -> bytes:
+    header = struct.pack("<HHI", version, 2, 0x81) + bytes(40)
+    body = bytearray(584)
+    body[136:184] = b"\x11" * 48  # MRTD
+    body[472:520] = b"\x33" * 48  # RTMR3
+    body[520:584] = report_data
+    desc = struct.pack("<HI", 2, 584) if version == 5 else b""
+    sig = b"\x00" * 64
+    return header + desc + bytes(body) + struct.pack("<I", len(sig)) + sig
+
+
+def snp_report(report_data: bytes) -> bytes:
+    rep = bytearray(0x4A0)
+    rep[0:4] = struct.pack("<I", 3)
+    rep[0x50:0x90] = report_data
+    rep[0x90:0xC0] = b"\x22" * 48
+    return bytes(rep)
+
+
+class FakeKernel(OsFs):
+    """configfs-tsm as the kernel behaves, on a plain directory tree."""
+
+    def __init__(self, provider: str = "tdx_guest", *, races: int = 0, version: int = 4,
+                 ignore_inblob: bool = False) -> None:
+        self.provider, self.races, self.version = provider, races, version
+        self.ignore_inblob = ignore_inblob
+        self.entries: list[Path] = []
+
+    def mkdir(self, path: Path) -> None:
+        super().mkdir(path)
+        self.entries.append(path)
+        (path / "provider").write_text(self.provider + "\n")
+        (path / "generation").write_text("0\n")
+        for name in ("inblob", "outblob", "auxblob"):
+            (path / name).write_bytes(b"")
+
+    def write(self, path: Path, data: bytes) -> None:
+        super().write(path, data)
+        if path.name == "inblob":
+            gen = int((path.parent / "generation").read_text()) + 1
+            if self.races > 0:  # another process wrote too
+                self.races -= 1
+                gen += 1
+            (path.parent / "generation").write_text(f"{gen}\n")
+            rd = bytes(64) if self.ignore_inblob else data
+            blob = snp_report(rd) if self.provider == "sev_guest" else tdx_quote(rd, self.version)
+            (path.parent / "outblob").write_bytes(blob)
+            if self.provider == "sev_guest":
+                (path.parent / "auxblob").write_bytes(b"certificate table")
+
+    def rmdir(self, path: Path) -> None:
+        for child in path.iterdir():
+            child.unlink()
+        super().rmdir(path)
+
+
+@pytest.fixture
+def tsm_root(tmp_path: Path) -> Path:
+    root = tmp_path / "sys" / "kernel" / "config" / "tsm" / "report"
+    root.mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_tsm_tdx_quote(tsm_root: Path, version: int) -> None:
+    fs = FakeKernel("tdx_guest", version=version)
+    quote = TsmProvider(tsm_root, fs=fs).quote(RD, MEAS)
+    assert quote["provider"] == "tsm" and quote["simulated"] is False
+    assert quote["tee"] == "tdx" and quote["kernel_provider"] == "tdx_guest"
+    assert quote["generation"] == 1 and quote["software_measurements"] == MEAS
+    assert len(fs.entries) == 1 and not fs.entries[0].exists()  # entry removed
+    assert list(tsm_root.iterdir()) == []
+    result = verify_quote(quote, QuoteTrust(), RD)
+    assert result.provider == "tsm" and not result.simulated and not result.hardware
+    assert not result.chain_ok and result.report_data == RD
+    assert result.measurements["tdx.mrtd"] == "11" * 48
+    assert result.measurements["tdx.rtmr3"] == "33" * 48
+    assert any(r.startswith(REASON_NO_COLLATERAL) for r in result.reasons)
+    with pytest.raises(QuoteError, match="not bound"):
+        verify_quote(quote, QuoteTrust(), bytes(64))
+    with pytest.raises(QuoteError, match="not accepted"):
+        verify_quote(quote, QuoteTrust(accept_tsm=False), RD)
+
+
+def test_tsm_snp_report(tsm_root: Path) -> None:
+    quote = TsmProvider(tsm_root, fs=FakeKernel("sev_guest")).quote(RD, MEAS)
+    assert quote["tee"] == "sev-snp" and b64url_decode(quote["auxblob"]) == b"certificate table"
+    result = verify_quote(quote, QuoteTrust(), RD)
+    assert result.measurements["snp.measurement"] == "22" * 48 and not result.hardware
+    assert REASON_NO_COLLATERAL in result.reasons[0]
+
+
+def test_tsm_quote_not_bound(tsm_root: Path) -> None:
+    quote = TsmProvider(tsm_root, fs=FakeKernel(ignore_inblob=True)).quote(RD, MEAS)
+    with pytest.raises(QuoteError, match="report data does not match"):
+        verify_quote(quote, QuoteTrust(), RD)
+
+
+def test_tsm_generation_race(tsm_root: Path) -> None:
+    once = FakeKernel(races=1)
+    quote = TsmProvider(tsm_root, fs=once).quote(RD, MEAS)  # retried, then fine
+    assert len(once.entries) == 2 and verify_quote(quote, QuoteTrust(), RD)
+    with pytest.raises(ProviderUnavailable, match="another writer"):
+        TsmProvider(tsm_root, fs=FakeKernel(races=10)).quote(RD, MEAS)
+    assert list(tsm_root.iterdir()) == []
+
+
+def test_tsm_without_the_tree(tmp_path: Path) -> None:
+    with pytest.raises(ProviderUnavailable, match=r"configfs-tsm not available: .* does not exist"):
+        TsmProvider(tmp_path / "nope")
+    with pytest.raises(ProviderUnavailable, match="configfs-tsm not available"):
+        make_provider("tsm", simulated_dir=tmp_path, tsm_root=tmp_path / "nope")
+    # A plain folder that is not configfs: no provider file appears. Clear error.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(ProviderUnavailable, match="reading provider failed"):
+        TsmProvider(plain).quote(RD, MEAS)
+
+
+def test_tsm_parse_refusals() -> None:
+    def q(blob: bytes, tee: str = "tdx") -> dict[str, Any]:
+        return {"provider": "tsm", "simulated": False, "tee": tee, "outblob": b64url_encode(blob)}
+
+    with pytest.raises(QuoteError, match="truncated"):
+        verify_quote(q(tdx_quote(RD)[:300]), QuoteTrust(), RD)
+    with pytest.raises(QuoteError, match="not a TDX quote"):
+        verify_quote(q(struct.pack("<HHI", 4, 2, 0) + bytes(700)), QuoteTrust(), RD)
+    with pytest.raises(QuoteError, match="version 3"):
+        verify_quote(q(struct.pack("<HHI", 3, 2, 0x81) + bytes(700)), QuoteTrust(), RD)
+    with pytest.raises(QuoteError, match="SEV-SNP report is"):
+        verify_quote(q(snp_report(RD)[:100], "sev-snp"), QuoteTrust(), RD)
+    with pytest.raises(QuoteError, match="unknown TEE"):
+        verify_quote(q(b"x", "cca"), QuoteTrust(), RD)
+    with pytest.raises(QuoteError, match="calls itself simulated"):
+        verify_quote({**q(tdx_quote(RD)), "simulated": True}, QuoteTrust(), RD)
+
+
+# -- nvidia ---------------------------------------------------------------------------
+
+def test_nvidia_not_available_here() -> None:
+    """This machine has no NVIDIA CC GPU: a clear message, never a pynvml traceback."""
+    with pytest.raises(ProviderUnavailable,
+                       match=r"^NVIDIA confidential-computing GPU not available: ") as info:
+        NvidiaProvider()
+    assert "Traceback" not in info.value.detail
+    assert info.value.status == 503
+    with pytest.raises(ProviderUnavailable, match="NVIDIA confidential-computing GPU"):
+        make_provider("nvidia", simulated_dir=Path("/nonexistent"))
+
+
+def test_nvidia_without_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    with pytest.raises(ProviderUnavailable, match=r"pynvml .* not installed"):
+        NvidiaProvider()
+
+
+class _NVMLError(Exception):
+    pass
+
+
+def fake_pynvml(*, cc: int = 1, fail_report: bool = False) -> types.ModuleType:
+    """A stand-in for pynvml on a CC-mode GPU: the report starts with the SPDM request."""
+    mod = types.ModuleType("pynvml")
+    ns: Any = mod
+    ns.NVMLError = _NVMLError
+    ns.NVML_CC_SYSTEM_FEATURE_ENABLED = 1
+    ns.nvmlInit = lambda: None
+    ns.nvmlShutdown = lambda: None
+    ns.nvmlSystemGetConfComputeState = lambda: types.SimpleNamespace(ccFeature=cc)
+    ns.nvmlDeviceGetCount = lambda: 1
+    ns.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
+    ns.nvmlDeviceGetName = lambda h: "NVIDIA H100 80GB HBM3"
+    ns.nvmlSystemGetDriverVersion = lambda: "550.90.07"
+
+    def report(handle: Any, nonce: list[int]) -> Any:
+        if fail_report:
+            raise _NVMLError("Not Supported")
+        spdm = bytes([0x11, 0xE0, 0x01, 0xFF]) + bytes(nonce) + b"\x00" + b"response..."
+        return types.SimpleNamespace(attestationReport=list(spdm),
+                                     attestationReportSize=len(spdm))
+
+    ns.nvmlDeviceGetConfComputeGpuAttestationReport = report
+    ns.nvmlDeviceGetConfComputeGpuCertificate = lambda h: types.SimpleNamespace(
+        attestationCertChain=list(b"-----BEGIN CERTIFICATE-----"), attestationCertChainSize=27)
+    return mod
+
+
+def test_nvidia_quote_path_with_a_fake_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
+    provider = NvidiaProvider()
+    quote = provider.quote(RD, MEAS)
+    assert quote["provider"] == "nvidia" and quote["simulated"] is False
+    assert b64url_decode(quote["gpu_nonce"]) == gpu_nonce(RD) == hashlib.sha256(RD).digest()
+    result = verify_quote(quote, QuoteTrust(), RD)
+    assert not result.hardware and not result.chain_ok
+    assert REASON_NO_COLLATERAL in result.reasons[0]
+    with pytest.raises(QuoteError, match="not bound"):
+        verify_quote(quote, QuoteTrust(), bytes(64))
+    with pytest.raises(QuoteError, match="not accepted"):
+        verify_quote(quote, QuoteTrust(accept_nvidia=False), RD)
+
+
+def test_nvidia_cc_off_or_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(cc=0))
+    with pytest.raises(ProviderUnavailable, match="not enabled"):
+        NvidiaProvider()
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(fail_report=True))
+    with pytest.raises(ProviderUnavailable, match=r"report could not be read .*Not Supported"):
+        NvidiaProvider().quote(RD, MEAS)
+
+
+def test_verify_quote_generic_refusals() -> None:
+    with pytest.raises(QuoteError, match="JSON object"):
+        verify_quote("quote", QuoteTrust(), RD)
+    with pytest.raises(QuoteError, match="unknown quote provider"):
+        verify_quote({"provider": "sgx", "simulated": False}, QuoteTrust(), RD)
+    with pytest.raises(UsageError, match="unknown TEE provider"):
+        make_provider("sgx", simulated_dir=Path("/nonexistent"))

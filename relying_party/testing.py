@@ -1,0 +1,110 @@
+"""Signed attestation results for a relying app's own tests.
+
+`make_result` builds and signs an EAR the way the verifier does (`build_ear` +
+`sign_ear`), with a vector consistent with the verdict and the TEE, so an app can test
+its policy and its app checks without running an attester or a verifier:
+
+    key = SigningKey.generate()
+    token = make_result(key, output=b"hello", verdict="match")
+    decision = evaluate(token, output=b"hello", verifier_keys=jwks_of(key))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bytereplay.ar4si import (
+    AFFIRMING_VALUE,
+    CONTRAINDICATED_VALUE,
+    NO_CLAIM,
+    UNRECOGNISED,
+)
+from bytereplay.claims import INCONCLUSIVE, MATCH, MATCH_PORTABLE, MISMATCH, NOT_RUN
+from bytereplay.ear import (
+    CHECKS,
+    OUTPUT_HASH,
+    PREFLIGHT,
+    RECORD_DIGEST,
+    REPLAY,
+    TEE,
+    build_ear,
+    sign_ear,
+)
+from bytereplay.encoding import sha256_tag
+from bytereplay.keys import SigningKey
+
+_EXECUTABLES = {
+    MATCH: AFFIRMING_VALUE,
+    MATCH_PORTABLE: AFFIRMING_VALUE,
+    MISMATCH: CONTRAINDICATED_VALUE,
+    INCONCLUSIVE: UNRECOGNISED,
+    NOT_RUN: NO_CLAIM,
+}
+
+
+def jwks_of(*keys: SigningKey) -> dict[str, Any]:
+    """The public JWKS for signing keys."""
+    return {"keys": [dict(k.jwk) for k in keys]}
+
+
+def make_claims(
+    *,
+    output: bytes | None = b"output bytes",
+    output_hash: str | None = None,
+    verdict: str | None = MATCH,
+    diff: Iterable[tuple[str, Any, Any]] = (),
+    reason: str | None = None,
+    missing: Iterable[str] = (),
+    simulated: bool = True,
+    hardware: bool | None = None,
+    provider: str | None = None,
+    tee: bool = True,
+    iat: int | None = None,
+    nonce: str | None = None,
+    vector: Mapping[str, int] | None = None,
+    checks: Mapping[str, str] | None = None,
+    naming: str = "veraison",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """EAR claims as the verifier builds them. `vector` overrides the derived one."""
+    hw = (not simulated) if hardware is None else hardware
+    if vector is None:
+        vector = {
+            "instance-identity": AFFIRMING_VALUE,
+            "configuration": AFFIRMING_VALUE,
+            "executables": _EXECUTABLES[verdict] if verdict is not None else NO_CLAIM,
+            "hardware": AFFIRMING_VALUE if hw else UNRECOGNISED,
+        }
+    missing = list(missing)
+    ext: dict[str, Any] = {
+        PREFLIGHT: {"complete": not missing, "missing": missing, "groups": {}},
+        RECORD_DIGEST: sha256_tag(b"record"),
+        CHECKS: dict(checks) if checks is not None else {"signature": "ok", "quote": "ok"},
+    }
+    if output_hash is not None:
+        ext[OUTPUT_HASH] = output_hash
+    elif output is not None:
+        ext[OUTPUT_HASH] = sha256_tag(output)
+    if verdict is not None:
+        ext[REPLAY] = {
+            "verdict": verdict,
+            "environment_diff": [
+                {"field": f, "recorded": r, "replayed": p} for f, r, p in diff
+            ],
+            "reason": reason,
+        }
+    if tee:
+        ext[TEE] = {"provider": provider or ("simulated" if simulated else "tsm"),
+                    "simulated": simulated, "hardware": hw}
+    ext.update(extra or {})
+    return build_ear(
+        vector=vector, nonce=nonce, iat=int(time.time()) if iat is None else iat,
+        policy_id="bytereplay/test", extensions=ext, naming=naming,
+    )
+
+
+def make_result(key: SigningKey, **kwargs: Any) -> str:
+    """A signed EAR JWT; keyword arguments as for `make_claims`."""
+    return sign_ear(make_claims(**kwargs), key)

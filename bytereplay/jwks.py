@@ -39,6 +39,7 @@ class KeySet:
         self._keys: dict[str, PublicKey] = {}
         self._fetched_at: float | None = None
         self._last_refetch: float | None = None
+        self._failure: tuple[float, SignatureError] | None = None
         self._lock = threading.Lock()
         self.fetches = 0
 
@@ -65,11 +66,24 @@ class KeySet:
             raise SignatureError(f"key set {src} is not a JWKS: {exc.detail}") from None
         return keys_from_jwks(doc)
 
+    def _load_remembering_failure(self, now: float) -> dict[str, PublicKey]:
+        # An unreachable source fails fast for `cooldown` seconds instead of making
+        # every caller wait for its own timeout.
+        if self._failure is not None and now - self._failure[0] < self.cooldown:
+            raise self._failure[1]
+        try:
+            keys = self._load()
+        except SignatureError as exc:
+            self._failure = (now, exc)
+            raise
+        self._failure = None
+        return keys
+
     def keys(self) -> dict[str, PublicKey]:
         with self._lock:
             now = self._clock()
             if self._fetched_at is None or now - self._fetched_at > self.ttl:
-                self._keys = self._load()
+                self._keys = self._load_remembering_failure(now)
                 self._fetched_at = now
             return dict(self._keys)
 

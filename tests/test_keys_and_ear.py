@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -97,3 +98,18 @@ def test_ear_signed_by_another_key_is_refused() -> None:
     key, other = SigningKey.generate(), SigningKey.generate()
     with pytest.raises(SignatureError):
         read_ear(sign_ear(_ear(), other), KeySet({"keys": [key.jwk]}))
+
+
+def test_unreachable_key_set_fails_fast_during_cooldown(tmp_path: Path) -> None:
+    clock = [0.0]
+    keyset = KeySet(tmp_path / "absent.json", cooldown=30.0, clock=lambda: clock[0])
+    for _ in range(3):
+        with pytest.raises(SignatureError, match="cannot read key set"):
+            keyset.keys()
+    assert keyset.fetches == 1
+    key = SigningKey.generate()
+    (tmp_path / "absent.json").write_text(json.dumps({"keys": [key.jwk]}))
+    clock[0] = 31.0
+    loaded = keyset.keys()
+    assert key.kid in loaded
+    assert keyset.fetches == 2

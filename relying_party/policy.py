@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import regopy
-
 import bytereplay
 from bytereplay.encoding import sha256_tag
 from bytereplay.errors import PolicyError
+from bytereplay.rego import load_regopy
 from relying_party.decision import PolicyRef
+
+regopy = load_regopy()
 
 SHIPPED: tuple[str, ...] = ("default", "strict", "dev")
 DEFAULT_MAX_AGE = 300

@@ -1,0 +1,321 @@
+"""Verifier throughput and replay cost.
+
+    python benchmarks/verifier.py [--n 2000] [--http-n 1000] [--concurrency 16]
+                                  [--replays 3] [--json]
+
+Measures, on the fixture model and the simulated TEE:
+
+1. the signature checks alone, per appraisal: the EAT signature, the simulated CA's
+   signature on the attestation key certificate, the quote signature (three ECDSA P-256
+   verifications) and the EAR signature (one ECDSA signing) over the real bytes of the
+   Evidence: the floor any appraisal pays;
+2. in-process appraisals per second without replay (decode, signature, quote and binding,
+   nonce consumed in SQLite, reference values, preflight, policy, EAR signed), on one
+   core (the process is pinned to one CPU where the OS allows), with the ratio to (1)
+   printed beside it and where the time goes;
+3. appraisals per second over HTTP on loopback (`bytereplay serve verifier` in its own
+   process, `?replay=false`, `--concurrency` requests in flight);
+4. replay: the time of an appraisal with replay as a ratio of the original generation
+   time (the attester's `Engine.generate` on the same request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402,F401  (torch before regopy in one process: see notes/issue5.md)
+
+from attester.engine import Engine, EngineSettings  # noqa: E402
+from bytereplay.encoding import b64url_decode  # noqa: E402
+from bytereplay.home import Home  # noqa: E402
+from verifier.config import VerifierConfig  # noqa: E402
+from verifier.pipeline import Verifier  # noqa: E402
+from verifier.testing import DECODE, EvidenceFactory, run  # noqa: E402
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[str]:
+    """Pin this process to one CPU for the block (Linux); say what was done."""
+    if not hasattr(os, "sched_getaffinity"):
+        yield "not pinned (no sched_setaffinity here)"
+        return
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield f"pinned to CPU {cpu}"
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def rate(fn: Callable[[Any], Any], items: list[Any]) -> float:
+    started = time.perf_counter()
+    for item in items:
+        fn(item)
+    return len(items) / (time.perf_counter() - started)
+
+
+# -- 1. the signature checks alone -------------------------------------------------------
+
+
+def signature_work(evidence: list[str], verifier: Verifier) -> tuple[Callable[[Any], None],
+                                                                      list[Any]]:
+    """The crypto of one appraisal, prepared so the timed part is only the crypto."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from attester.evidence import decode_evidence
+    from attester.tee.simulated import _signed_bytes
+    from bytereplay.keys import key_from_jwk
+
+    ca = x509.load_pem_x509_certificate(verifier.trust_sources[0].pem.encode())
+    ecdsa = ec.ECDSA(hashes.SHA256())
+    items = []
+    for token in evidence:
+        d = decode_evidence(token)
+        head, body, sig = token.split(".")
+        raw = b64url_decode(sig)
+        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        leaf = x509.load_der_x509_certificate(base64.b64decode(d.quote["cert_chain"][0]))
+        quote_pub = leaf.public_key()
+        items.append((key_from_jwk(d.jwk), der, f"{head}.{body}".encode(), leaf, quote_pub,
+                      b64url_decode(d.quote["signature"]), _signed_bytes(d.quote)))
+    ear_key = verifier.key.private
+    ear_payload = b"x" * 1500
+
+    def check(item: Any) -> None:
+        eat_pub, der, signed, leaf, quote_pub, quote_sig, quote_bytes = item
+        eat_pub.verify(der, signed, ecdsa)  # the EAT
+        leaf.verify_directly_issued_by(ca)  # the CA on the attestation key
+        quote_pub.verify(quote_sig, quote_bytes, ecdsa)  # the quote
+        ear_key.sign(ear_payload, ecdsa)  # the EAR
+
+    return check, items
+
+
+# -- 2. where the time goes -----------------------------------------------------------------
+
+
+def breakdown(evidence: list[str], verifier: Verifier) -> dict[str, float]:
+    from attester.evidence import decode_evidence
+    from attester.tee.base import verify_quote
+    from bytereplay import eat
+
+    trust = verifier.trust()
+    decoded = [decode_evidence(t) for t in evidence]
+    out = {"decode_evidence_us": 1e6 / rate(decode_evidence, evidence)}
+    out["verify_quote_us"] = 1e6 / rate(
+        lambda d: verify_quote(d.quote, trust, eat.report_data(d.nonce, d.record_digest,
+                                                               d.key_thumbprint_bytes)),
+        decoded)
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+# -- 3. over HTTP ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_rate(home: Home, factory: EvidenceFactory, n: int, concurrency: int) -> dict[str, Any]:
+    import httpx
+
+    port = free_port()
+    config = home.root / "bench-verifier.json"
+    config.write_text(json.dumps({"verifier": {"replay": False}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bytereplay.cli", "serve", "verifier", "--host", "127.0.0.1",
+         "--port", str(port), "--home", str(home.root), "--config", str(config)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=url, timeout=5) as client:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/healthz").status_code == 200:
+                        break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the verifier did not start")
+                time.sleep(0.1)
+            nonces = [b64url_decode(client.post("/v1/challenge").json()["nonce"])
+                      for _ in range(n)]
+        evidence = [factory.make(nonce) for nonce in nonces]
+
+        async def go() -> tuple[float, list[str]]:
+            limits = httpx.Limits(max_connections=concurrency)
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+                gate = asyncio.Semaphore(concurrency)
+
+                async def one(token: str | bytes) -> str:
+                    async with gate:
+                        r = await client.post("/v1/verify?replay=false", content=token,
+                                              headers={"content-type": "application/eat+jwt"})
+                        return str(r.json()["status"])
+
+                await one(factory.make(b64url_decode(
+                    (await client.post("/v1/challenge")).json()["nonce"])))  # warm up
+                started = time.perf_counter()
+                statuses = await asyncio.gather(*(one(t) for t in evidence))
+                return time.perf_counter() - started, list(statuses)
+
+        cpu_before = cpu_seconds(proc.pid)
+        seconds, statuses = asyncio.run(go())
+        cpu_after = cpu_seconds(proc.pid)
+        out: dict[str, Any] = {"appraisals_per_s": round(n / seconds, 1), "n": n,
+                               "concurrency": concurrency, "statuses": sorted(set(statuses))}
+        if cpu_before is not None and cpu_after is not None:
+            out["server_cpu_ms_per_appraisal"] = round(1e3 * (cpu_after - cpu_before) / n, 2)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+# -- 4. replay -----------------------------------------------------------------------------
+
+
+def replay_ratio(home: Home, engine: Engine, replays: int) -> dict[str, Any]:
+    verifier = Verifier(VerifierConfig(home=home))  # its own engine, as a sidecar has
+    factory = EvidenceFactory(home, engine)
+    rows = []
+    try:
+        started = time.perf_counter()
+        warm = verifier.appraise(factory.make(verifier.issue_nonce().nonce))  # loads the model
+        load_s = time.perf_counter() - started
+        assert warm.replay["verdict"] == "match", warm.replay
+        for tokens in (16, 64):
+            for i in range(replays):
+                decode = {**DECODE, "max_new_tokens": tokens, "seed": 100 + i}
+                prompt = f"Replay benchmark prompt number {i}"
+                t0 = time.perf_counter()
+                result = run(engine, prompt, decode)
+                generation_s = time.perf_counter() - t0
+                evidence = factory.make(verifier.issue_nonce().nonce, prompt=prompt,
+                                        decode=decode, result=result)
+                t1 = time.perf_counter()
+                out = verifier.appraise(evidence)
+                appraisal_s = time.perf_counter() - t1
+                assert out.replay["verdict"] == "match", out.replay
+                rows.append({"max_new_tokens": tokens, "tokens": len(result.token_ids),
+                             "generation_s": generation_s, "replay_s": out.replay["seconds"],
+                             "appraisal_s": appraisal_s})
+    finally:
+        verifier.close()
+    summary: dict[str, Any] = {"first_replay_with_model_load_s": round(load_s, 3)}
+    for tokens in (16, 64):
+        sel = [r for r in rows if r["max_new_tokens"] == tokens]
+        summary[f"max_new_tokens={tokens}"] = {
+            "generation_ms": round(1e3 * statistics.median(r["generation_s"] for r in sel), 1),
+            "replay_ms": round(1e3 * statistics.median(r["replay_s"] for r in sel), 1),
+            "appraisal_with_replay_ms": round(
+                1e3 * statistics.median(r["appraisal_s"] for r in sel), 1),
+            "ratio_replay_to_generation": round(statistics.median(
+                r["replay_s"] / r["generation_s"] for r in sel), 2),
+            "ratio_appraisal_to_generation": round(statistics.median(
+                r["appraisal_s"] / r["generation_s"] for r in sel), 2),
+        }
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="in-process appraisals")
+    parser.add_argument("--http-n", type=int, default=1000, help="appraisals over HTTP")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--replays", type=int, default=3, help="replays per length")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bytereplay-bench-") as tmp:
+        home = Home.resolve(Path(tmp) / "home")
+        engine = Engine(EngineSettings())
+        factory = EvidenceFactory(home, engine)
+        verifier = Verifier(VerifierConfig(home=home, replay=False))
+        try:
+            t0 = time.perf_counter()
+            evidence = [str(factory.make(verifier.issue_nonce().nonce)) for _ in range(args.n)]
+            make_rate = args.n / (time.perf_counter() - t0)
+            check, items = signature_work(evidence, verifier)
+            with one_core() as pinning:
+                verifier.appraise(str(factory.make(verifier.issue_nonce().nonce)))  # warm up
+                sig_rate = rate(check, items)
+                results = []
+                started = time.perf_counter()
+                for token in evidence:
+                    results.append(verifier.appraise(token, replay=False))
+                appraisal_rate = args.n / (time.perf_counter() - started)
+                where = breakdown(evidence[:500], verifier)
+            statuses = sorted({r.status for r in results})
+        finally:
+            verifier.close()
+        report: dict[str, Any] = {
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                        "in_process": pinning},
+            "signature_checks_alone_per_s": round(sig_rate, 1),
+            "in_process_appraisals_per_s": round(appraisal_rate, 1),
+            "ratio_to_signature_checks": round(appraisal_rate / sig_rate, 3),
+            "in_process_statuses": statuses,
+            "per_appraisal_us": round(1e6 / appraisal_rate, 1),
+            "of_which_us": where,
+            "evidence_made_per_s": round(make_rate, 1),
+        }
+        report["http"] = http_rate(home, factory, args.http_n, args.concurrency)
+        report["replay"] = replay_ratio(home, engine, args.replays)
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"machine: {report['machine']}")
+    print(f"signature checks alone (3 ECDSA verify + 1 sign): {sig_rate:,.0f}/s")
+    print(f"in-process appraisals without replay:             {appraisal_rate:,.0f}/s "
+          f"({report['per_appraisal_us']:.0f} us each; "
+          f"{report['ratio_to_signature_checks']:.2f} x the signature checks alone)")
+    print(f"  of which: {where}")
+    h = report["http"]
+    print(f"over HTTP on loopback (concurrency {h['concurrency']}):       "
+          f"{h['appraisals_per_s']:,.0f}/s (server CPU "
+          f"{h.get('server_cpu_ms_per_appraisal', '?')} ms per appraisal; the client shares "
+          "the machine)")
+    print("replay vs the original generation:")
+    for key, value in report["replay"].items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+# bytereplay verifier appraisal policy: check facts -> AR4SI trustworthiness vector.
+#
+# Evaluated by the verifier (regopy) once per appraisal with `input` = the facts of the
+# appraisal pipeline. The verifier reads `data.bytereplay.appraisal.result`:
+#   {"vector": {claim: value}, "reasons": [text]}
+#
+# Pessimistic start: every claim is 0 ("no claim"). A rule raises a claim only on
+# evidence; when several rules speak to one claim the WORST value wins (values rise
+# with severity: 0 none < 2 affirming < 32 warning < 96 contraindicated < 99), so no
+# rule can talk a failure back up. AR4SI values used: 2 affirming, 32 warning (not
+# recognised / not safe enough to affirm), 96 contraindicated, 99 cryptographic
+# validation failed.
+#
+# Input (every member is always present; the verifier fills "not-run" where a step
+# did not run because an earlier one failed):
+#   evidence.decode        "ok" | "failed"          Evidence parsed (JWT or COSE, size-limited)
+#                                                   and its claims agree (record digest,
+#                                                   output hash, measurements, request)
+#   evidence.signature     "ok" | "failed" | "not-run"   EAT signature by the key in cnf.jwk
+#   evidence.quote         "ok" | "failed" | "not-run"   quote chain + report-data binding
+#   evidence.measurements  "ok" | "differs" | "not-run"  quote registers vs the run record
+#   nonce                  "ok" | "not-checked" | "missing" | "malformed" | "unknown"
+#                          | "reused" | "expired" | "not-run"
+#   tee                    {"provider": text, "simulated": bool, "hardware": bool,
+#                           "chain_ok": bool} or null (null until a quote is accepted)
+#   reference.{model,container,runtime}
+#                          "matched" | "unmatched" | "missing" | "not-configured"
+#   preflight              {"complete": bool, "missing": [field], "missing_before_replay": [field]}
+#   request                "ok" | "differs" | "missing" | "not-run"
+#   replay.verdict         "match" | "match-portable" | "mismatch" | "inconclusive" | "not-run"
+#   external               {service name: "ok" | "failed"}
+
+package bytereplay.appraisal
+
+import rego.v1
+
+claims := [
+	"instance-identity", "configuration", "executables", "file-system",
+	"hardware", "runtime-opaque", "storage-opaque", "sourced-data",
+]
+
+refused_nonce := {"missing", "malformed", "unknown", "reused", "expired"}
+
+# -- cryptographic validation ------------------------------------------------------
+
+crypto_failed if input.evidence.decode == "failed"
+
+crypto_failed if input.evidence.signature == "failed"
+
+crypto_failed if input.evidence.quote == "failed"
+
+# Any crypto failure: every claim 99.
+contributions contains [c, 99] if {
+	crypto_failed
+	some c in claims
+}
+
+# The quote was accepted: its report data binds the nonce, the run record and the key.
+bound if {
+	input.evidence.signature == "ok"
+	input.evidence.quote == "ok"
+}
+
+# ...and its signature was checked to a configured anchor (a simulated CA) or a vendor
+# root. A tsm/nvidia quote without collateral is accepted unchecked: anyone can write
+# one, so it binds nothing that can be affirmed.
+verified if {
+	bound
+	input.tee.chain_ok == true
+}
+
+verified if {
+	bound
+	input.tee.hardware == true
+}
+
+# -- instance identity: the Evidence key is bound by a checked quote, and it is fresh --
+
+contributions contains ["instance-identity", 2] if {
+	verified
+	input.nonce == "ok"
+}
+
+contributions contains ["instance-identity", 32] if {
+	bound
+	not verified
+}
+
+contributions contains ["instance-identity", 32] if {
+	bound
+	input.nonce == "not-checked"
+}
+
+contributions contains ["instance-identity", 96] if input.nonce in refused_nonce
+
+# -- hardware: a simulated TEE is a warning, never better ---------------------------
+
+contributions contains ["hardware", 32] if {
+	bound
+	input.tee.simulated == true
+}
+
+contributions contains ["hardware", 2] if {
+	bound
+	input.tee.simulated == false
+	input.tee.hardware == true
+}
+
+# A real TEE quote whose hardware signature was not checked to a vendor root.
+contributions contains ["hardware", 32] if {
+	bound
+	input.tee.simulated == false
+	input.tee.hardware == false
+}
+
+contributions contains ["runtime-opaque", 2] if {
+	bound
+	input.tee.simulated == false
+	input.tee.hardware == true
+}
+
+contributions contains ["hardware", 96] if {
+	some name
+	input.external[name] == "failed"
+}
+
+# -- the quote's measurement registers contradict the run record -------------------
+
+contributions contains ["executables", 96] if input.evidence.measurements == "differs"
+
+contributions contains ["configuration", 96] if input.evidence.measurements == "differs"
+
+# -- reference values ----------------------------------------------------------------
+
+reference_value(s) := 2 if s == "matched"
+
+reference_value(s) := 32 if s == "missing"
+
+reference_value(s) := 96 if s == "unmatched"
+
+# A match affirms only what a checked quote vouches for; a miss counts whenever the
+# Evidence is signed (its own record names a model or image that is not allowed).
+reference_counts(v) if v != 2
+
+reference_counts(2) if verified
+
+contributions contains ["executables", v] if {
+	bound
+	v := reference_value(input.reference.model)
+	reference_counts(v)
+}
+
+contributions contains ["executables", v] if {
+	bound
+	v := reference_value(input.reference.container)
+	reference_counts(v)
+}
+
+contributions contains ["configuration", v] if {
+	bound
+	v := reference_value(input.reference.runtime)
+	reference_counts(v)
+}
+
+# -- preflight: determinism-relevant configuration not fully recorded ---------------
+
+contributions contains ["configuration", 32] if {
+	bound
+	count(input.preflight.missing_before_replay) > 0
+}
+
+# -- the recorded request contradicts the run record --------------------------------
+
+contributions contains ["executables", 96] if input.request == "differs"
+
+# -- replay verdict --------------------------------------------------------------------
+
+replay_value := {
+	"match": 2,
+	"match-portable": 2,
+	"inconclusive": 32,
+	"mismatch": 96,
+}
+
+contributions contains ["executables", v] if {
+	bound
+	v := replay_value[input.replay.verdict]
+}
+
+# -- the vector: the worst contribution per claim, 0 where none ---------------------
+
+vector := {c: v |
+	some c in claims
+	v := max({x | some p in contributions; p[0] == c; x := p[1]} | {0})
+}
+
+reasons contains "cryptographic validation of the Evidence failed" if crypto_failed
+
+reasons contains sprintf("nonce refused: %s", [input.nonce]) if input.nonce in refused_nonce
+
+reasons contains "nonce not checked: this verifier did not issue it" if input.nonce == "not-checked"
+
+reasons contains "simulated TEE: hardware is a warning at best" if input.tee.simulated == true
+
+reasons contains "the quote's signature was not checked (no collateral): its binding is not proof" if {
+	bound
+	not verified
+}
+
+reasons contains "quote measurements differ from the run record" if {
+	input.evidence.measurements == "differs"
+}
+
+reasons contains sprintf("reference value %s: %s", [k, s]) if {
+	some k, s in input.reference
+	s in {"unmatched", "missing"}
+}
+
+reasons contains concat("", ["run record lacks before-replay items: ", concat(", ", missing)]) if {
+	missing := input.preflight.missing_before_replay
+	count(missing) > 0
+}
+
+reasons contains "recorded request differs from the run record" if input.request == "differs"
+
+reasons contains sprintf("replay verdict: %s", [input.replay.verdict]) if {
+	input.replay.verdict in {"mismatch", "inconclusive"}
+}
+
+reasons contains sprintf("external token from %s failed", [name]) if {
+	some name
+	input.external[name] == "failed"
+}
+
+result := {"vector": vector, "reasons": sort([r | some r in reasons])}

@@ -1,0 +1,454 @@
+"""The appraisal pipeline's refusals: each bad Evidence yields a negative EAR saying why."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch  # noqa: F401  (torch before regopy in one process: see notes/issue5.md)
+from verifier_fixtures import (
+    EvidenceFactory,
+    evidence_factory,
+    generate,
+    make_verifier,
+    new_home,
+    tamper_jwt,
+)
+
+from attester.tee.simulated import SimulatedProvider
+from bytereplay import eat
+from bytereplay.ar4si import CLAIMS
+from bytereplay.ear import normalise, peek, read_ear
+from bytereplay.encoding import b64url_encode
+from bytereplay.errors import TooLargeError
+from bytereplay.jwks import KeySet
+from bytereplay.keys import SigningKey
+from verifier import config as config_mod
+from verifier.appraisal_policy import AppraisalPolicy
+from verifier.config import DEFAULT_MODEL_DIR, DEFAULT_POLICY
+from verifier.nonces import SqliteStore
+from verifier.pipeline import Verifier
+from verifier.results import Result
+
+ALL_99 = dict.fromkeys(CLAIMS, 99)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Verifier, EvidenceFactory]]:
+    home = new_home(tmp_path_factory.mktemp("pipeline"))
+    verifier = make_verifier(home)
+    yield verifier, evidence_factory(home)
+    verifier.close()
+
+
+def sub_of(result: Result) -> dict[str, Any]:
+    value: dict[str, Any] = peek(result.token)["submods"]["bytereplay"]
+    return value
+
+
+def check_crypto_failure(result: Result, step: str, text: str) -> dict[str, Any]:
+    sub = sub_of(result)
+    assert result.status == "contraindicated"
+    assert sub["ear.trustworthiness-vector"] == ALL_99
+    assert sub["bytereplay.checks"][step].startswith("failed: ")
+    assert text in sub["bytereplay.checks"][step]
+    assert result.replay["verdict"] == "not-run"
+    assert step in result.replay["reason"] or "earlier check failed" in result.replay["reason"]
+    return sub
+
+
+# -- a valid appraisal, in detail ------------------------------------------------------------
+
+
+def test_valid_evidence_ear(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    issued = verifier.issue_nonce()
+    result = verifier.appraise(factory.make(issued.nonce), replay=False)
+    claims = peek(result.token)
+    assert claims["eat_nonce"] == issued.text
+    assert claims["eat_profile"] == "tag:github.com,2023:veraison/ear"
+    sub = claims["submods"]["bytereplay"]
+    assert sub["ear.appraisal-policy-id"] == verifier.policy.policy_id
+    assert sub["ear.appraisal-policy-id"].startswith("policy:bytereplay/appraisal@sha-256:")
+    vector = sub["ear.trustworthiness-vector"]
+    assert vector["instance-identity"] == 2
+    assert vector["hardware"] == 32
+    assert result.status == "warning"
+    assert sub["bytereplay.tee"] == {"provider": "simulated", "simulated": True,
+                                     "hardware": False, "chain_ok": True}
+    checks = sub["bytereplay.checks"]
+    for step in ("decode", "signature", "quote", "measurements", "nonce", "policy"):
+        assert checks[step] == "ok", step
+    assert checks["replay"] == "not run: replay was not requested"
+    assert sub["bytereplay.output_hash"] == generate().output_hash
+    assert sub["bytereplay.record_digest"] == generate().record.digest()
+    assert sub["bytereplay.not_covered"][0] == "truth or accuracy of the content"
+    assert "simulated" in sub["bytereplay.claim"]
+    assert "container.digest" in sub["bytereplay.preflight"]["missing"]
+    # and it reads back through the shared reader against the verifier's key set
+    ear = read_ear(result.token, KeySet(verifier.jwks()))
+    assert ear.status == "warning" and ear.nonce == issued.text
+
+
+def test_policy_id_is_the_hash_of_the_file() -> None:
+    import hashlib
+
+    policy = AppraisalPolicy(DEFAULT_POLICY)
+    digest = hashlib.sha256(DEFAULT_POLICY.read_bytes()).hexdigest()
+    assert policy.policy_id == f"policy:bytereplay/appraisal@sha-256:{digest}"
+
+
+# -- crypto failures: every claim 99 ---------------------------------------------------------
+
+
+def test_tampered_output_hash_breaks_the_signature(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    nonce = verifier.issue_nonce().nonce
+    token = factory.make(nonce)
+    assert isinstance(token, str)
+    other = "sha-256:" + "00" * 32
+
+    def mutate(claims: dict[str, Any]) -> None:
+        claims[eat.OUTPUT_HASH] = other
+        claims[eat.RECORD]["output_hash"] = other
+
+    result = verifier.appraise(tamper_jwt(token, mutate))
+    check_crypto_failure(result, "signature", "signature does not verify")
+    # forged Evidence does not burn the nonce: the genuine Evidence still passes
+    genuine = verifier.appraise(token, replay=False)
+    assert sub_of(genuine)["bytereplay.checks"]["nonce"] == "ok"
+
+
+def test_tampered_record_field_resigned_is_not_bound(
+        env: tuple[Verifier, EvidenceFactory]) -> None:
+    """The attester key re-signs a record with a changed field, but the quote still binds
+    the original record digest."""
+    verifier, factory = env
+    nonce = verifier.issue_nonce().nonce
+    evidence = factory.make(nonce, edits={"threads": 2}, quote_record=generate().record)
+    result = verifier.appraise(evidence)
+    check_crypto_failure(result, "quote", "not bound to this evidence")
+    assert sub_of(result)["bytereplay.checks"]["nonce"].startswith("not run")
+
+
+def test_wrong_signing_key(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    nonce = verifier.issue_nonce().nonce
+    result = verifier.appraise(factory.make(nonce, sign_key=SigningKey.generate()))
+    check_crypto_failure(result, "signature", "thumbprint")
+
+
+def test_evidence_key_not_the_one_the_quote_binds(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    nonce = verifier.issue_nonce().nonce
+    other = SigningKey.generate()
+    result = verifier.appraise(factory.make(nonce, cnf_key=other, quote_key=factory.key))
+    check_crypto_failure(result, "quote", "not bound")
+
+
+def test_untrusted_ca(env: tuple[Verifier, EvidenceFactory], tmp_path: Path) -> None:
+    verifier, factory = env
+    stranger = SimulatedProvider(tmp_path / "other-simulated-tee")
+    nonce = verifier.issue_nonce().nonce
+    result = verifier.appraise(factory.make(nonce, provider=stranger))
+    check_crypto_failure(result, "quote", "does not chain to a trusted simulated CA")
+
+
+def test_configured_ca_from_another_home(tmp_path: Path) -> None:
+    attester_home = new_home(tmp_path, "attester")
+    factory = evidence_factory(attester_home)
+    ca = attester_home.simulated_ca / "ca.pem"
+    for trusted, status in (((), "contraindicated"), ((ca,), "warning")):
+        verifier = make_verifier(new_home(tmp_path, f"verifier-{len(trusted)}"),
+                                 simulated_cas=trusted)
+        try:
+            nonce = verifier.issue_nonce().nonce
+            result = verifier.appraise(factory.make(nonce), replay=False)
+            assert result.status == status
+            origins = [s["origin"] for s in verifier.info()["trust"]["simulated_cas"]]
+            assert origins == ["config"] * len(trusted)
+        finally:
+            verifier.close()
+
+
+def test_home_ca_created_after_start_is_trusted(tmp_path: Path) -> None:
+    home = new_home(tmp_path)
+    verifier = make_verifier(home, replay=False)
+    try:
+        assert verifier.info()["trust"]["simulated_cas"] == []
+        assert "when it appears" in verifier.trust_lines()[0]
+        factory = evidence_factory(home)  # the attester starts: the home CA appears
+        nonce = verifier.issue_nonce().nonce
+        assert verifier.appraise(factory.make(nonce)).status == "warning"
+        assert verifier.info()["trust"]["simulated_cas"][0]["origin"] == "home"
+    finally:
+        verifier.close()
+
+
+def test_garbage_evidence_is_a_negative_ear(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, _ = env
+    for junk in ("not evidence", "a.b.c", b"\xd2\x84\x00", "eyJhbGciOiJub25lIn0.e30."):
+        result = verifier.appraise(junk)
+        sub = sub_of(result)
+        assert result.status == "contraindicated", junk
+        assert sub["ear.trustworthiness-vector"] == ALL_99
+        assert "eat_nonce" not in peek(result.token)
+        assert sub["bytereplay.checks"]["decode"] != "ok" or \
+            sub["bytereplay.checks"]["signature"] != "ok"
+
+
+def test_oversized_evidence_is_a_transport_error(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, _ = env
+    with pytest.raises(TooLargeError):
+        verifier.appraise("x" * (verifier.config.max_evidence_bytes + 1))
+
+
+# -- nonce refusals: instance identity contraindicated ----------------------------------------
+
+
+def check_nonce_refused(result: Result, reason: str) -> None:
+    sub = sub_of(result)
+    assert result.status == "contraindicated"
+    assert sub["ear.trustworthiness-vector"]["instance-identity"] == 96
+    assert sub["bytereplay.checks"]["nonce"].startswith("refused: ")
+    assert f"nonce refused: {reason}" in sub["bytereplay.reasons"]
+    assert result.replay["verdict"] == "not-run"
+    assert "earlier check failed (nonce)" in result.replay["reason"]
+
+
+def test_unknown_nonce(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    nonce = bytes(range(32))
+    result = verifier.appraise(factory.make(nonce))
+    check_nonce_refused(result, "unknown")
+    assert peek(result.token)["eat_nonce"] == b64url_encode(nonce)  # echoed even so
+
+
+def test_reused_nonce(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    evidence = factory.make(verifier.issue_nonce().nonce)
+    assert verifier.appraise(evidence, replay=False).status == "warning"
+    check_nonce_refused(verifier.appraise(evidence), "reused")
+
+
+def test_expired_nonce(tmp_path: Path) -> None:
+    home = new_home(tmp_path)
+    now = [1_800_000_000.0]
+    store = SqliteStore(home.store, ttl=120, clock=lambda: now[0])
+    verifier = make_verifier(home, nonce_store=store)
+    try:
+        evidence = evidence_factory(home).make(verifier.issue_nonce().nonce)
+        now[0] += 121
+        check_nonce_refused(verifier.appraise(evidence), "expired")
+        assert verifier.metrics.nonce_refusals.labels("expired")._value.get() == 1
+    finally:
+        verifier.close()
+
+
+def test_cli_mode_nonce_not_checked_caps_at_warning(tmp_path: Path) -> None:
+    home = new_home(tmp_path)
+    verifier = make_verifier(home, nonce_mode="store-if-known", replay=False)
+    try:
+        factory = evidence_factory(home)
+        result = verifier.appraise(factory.make(bytes(16)))
+        sub = sub_of(result)
+        assert sub["bytereplay.checks"]["nonce"].startswith("not checked")
+        assert sub["ear.trustworthiness-vector"]["instance-identity"] == 32
+        assert result.status == "warning"
+        # a nonce the store did issue is consumed as usual, and refused when reused
+        evidence = factory.make(verifier.issue_nonce().nonce)
+        assert sub_of(verifier.appraise(evidence))["bytereplay.checks"]["nonce"] == "ok"
+        check_nonce_refused(verifier.appraise(evidence), "reused")
+    finally:
+        verifier.close()
+
+
+# -- quote measurements, reference values ------------------------------------------------------
+
+
+def test_quote_measurements_differ(env: tuple[Verifier, EvidenceFactory]) -> None:
+    from attester.evidence import measurements_for
+
+    verifier, factory = env
+    measured = {**measurements_for(generate().record), "model_digest": "sha-256:" + "11" * 32}
+    nonce = verifier.issue_nonce().nonce
+    result = verifier.appraise(factory.make(nonce, quote_measurements=measured))
+    sub = sub_of(result)
+    assert result.status == "contraindicated"
+    vector = sub["ear.trustworthiness-vector"]
+    assert vector["executables"] == 96 and vector["configuration"] == 96
+    assert vector["instance-identity"] == 2  # the quote itself verified and binds the key
+    assert sub["bytereplay.checks"]["measurements"].startswith("differs")
+    assert "model_digest" in sub["bytereplay.checks"]["measurements"]
+
+
+def reference_file(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    path = tmp_path / "reference-values.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_reference_values(tmp_path: Path) -> None:
+    record = generate().record
+    digest = record.get("model.digest")
+    container = "sha256:" + "44" * 32
+    runtime = [{"name": "bytereplay", "version": "0.1.0"}]
+    pinned = {"container.digest": container}
+    cases = [
+        ({"model_digests": [digest], "container_digests": [container], "runtimes": runtime},
+         pinned, {"executables": 2, "configuration": 2}, "ok"),
+        ({"model_digests": ["sha-256:" + "22" * 32]}, pinned, {"executables": 96},
+         "model: unmatched"),
+        ({"container_digests": ["sha256:" + "33" * 32]}, pinned, {"executables": 96},
+         "container: unmatched"),
+        ({"container_digests": [container]}, {}, {"executables": 32}, "container: missing"),
+        ({"runtimes": [{"name": "bytereplay", "version": "9.9"}]}, pinned,
+         {"configuration": 96}, "runtime: unmatched"),
+    ]
+    home = new_home(tmp_path)
+    factory = evidence_factory(home)
+    for i, (doc, edits, expected, check) in enumerate(cases):
+        (tmp_path / str(i)).mkdir()
+        path = reference_file(tmp_path / str(i), doc)
+        verifier = make_verifier(home, reference_values=path, replay=False)
+        try:
+            result = verifier.appraise(factory.make(verifier.issue_nonce().nonce, edits=edits))
+            sub = sub_of(result)
+            for claim, value in expected.items():
+                assert sub["ear.trustworthiness-vector"][claim] == value, (doc, claim)
+            assert sub["bytereplay.checks"]["reference"] == check
+        finally:
+            verifier.close()
+
+
+def test_example_reference_values_match_the_fixture_model() -> None:
+    from verifier import reference
+
+    refs = reference.load(config_mod.REPO / "fixtures" / "reference-values.json")
+    assert refs.compare(generate().record) == {
+        "model": "matched", "container": "not-configured", "runtime": "matched"}
+
+
+# -- policy, naming --------------------------------------------------------------------------
+
+
+def test_draft_naming(tmp_path: Path) -> None:
+    home = new_home(tmp_path)
+    verifier = make_verifier(home, naming="draft", replay=False)
+    try:
+        result = verifier.appraise(evidence_factory(home).make(verifier.issue_nonce().nonce))
+        claims = peek(result.token)
+        assert claims["eat_profile"] == "tag:ietf.org,2024:rats:ear"
+        assert claims["submods"]["bytereplay"]["ear_status"] == "warning"
+        assert normalise(claims).status == "warning"
+    finally:
+        verifier.close()
+
+
+def test_operator_policy_and_malfunction(tmp_path: Path) -> None:
+    home = new_home(tmp_path)
+    factory = evidence_factory(home)
+    lenient = tmp_path / "lenient.rego"
+    lenient.write_text('package bytereplay.appraisal\n\nimport rego.v1\n\n'
+                       'result := {"vector": {"instance-identity": 2, "hardware": 2}, '
+                       '"reasons": []}\n')
+    broken = tmp_path / "broken.rego"
+    broken.write_text('package bytereplay.appraisal\n\nimport rego.v1\n\n'
+                      'result := {"vector": {"no-such-claim": 2}}\n')
+    verifier = make_verifier(home, policy=lenient, replay=False)
+    try:
+        result = verifier.appraise(factory.make(verifier.issue_nonce().nonce))
+        assert result.status == "affirming"
+        assert sub_of(result)["ear.appraisal-policy-id"] == verifier.policy.policy_id
+    finally:
+        verifier.close()
+    verifier = make_verifier(home, policy=broken, replay=False)
+    try:
+        result = verifier.appraise(factory.make(verifier.issue_nonce().nonce))
+        sub = sub_of(result)
+        assert result.status == "none"
+        assert set(sub["ear.trustworthiness-vector"].values()) == {1}
+        assert "unknown claim" in sub["bytereplay.checks"]["policy"]
+    finally:
+        verifier.close()
+
+
+def test_policy_cache_and_impure_policies(tmp_path: Path) -> None:
+    policy = AppraisalPolicy(DEFAULT_POLICY)
+    facts = {"evidence": {"decode": "failed"}, "nonce": "not-run", "tee": None,
+             "reference": {}, "preflight": {"missing_before_replay": []}, "request": "not-run",
+             "replay": {"verdict": "not-run"}, "external": {}}
+    first = policy.evaluate(facts)
+    assert policy.evaluate(facts) == first and policy.evaluations == 1
+    impure = tmp_path / "impure.rego"
+    impure.write_text(DEFAULT_POLICY.read_text() + "\nnow := time.now_ns()\n")
+    assert not AppraisalPolicy(impure).cached
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_config_file(tmp_path: Path) -> None:
+    home = new_home(tmp_path)
+    path = tmp_path / "conf" / "verifier.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"attester": {"provider": "simulated"}, "verifier": {
+        "nonce_ttl_s": 30, "store": "redis", "reference_values": "refs.json",
+        "naming": "draft", "external": [{"name": "ita", "jwks": "jwks.json",
+                                          "issuer": "https://ita.example"}]}}))
+    cfg = config_mod.load(home, path)
+    assert cfg.nonce_ttl_s == 30.0 and cfg.store == "redis" and cfg.naming == "draft"
+    assert cfg.reference_values == path.parent / "refs.json"
+    assert cfg.external[0].jwks == str(path.parent / "jwks.json")
+    assert config_mod.load(home).model_dir == DEFAULT_MODEL_DIR
+    for bad, text in (({"nonce_ttl": 3}, "unknown verifier configuration key"),
+                      ({"replay": "yes"}, "expected bool"),
+                      ({"threads": True}, "expected int"),
+                      ({"store": "memcached"}, "store must be one of"),
+                      ({"nonce_size": 4}, "nonce_size"),
+                      ({"external": [{"name": "a b", "jwks": "j", "issuer": "i"}]}, "name")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(Exception, match=text):
+            config_mod.load(home, path)
+    assert "| `nonce_ttl_s` |" in config_mod.reference_text()
+
+
+def test_unchecked_hardware_quote_affirms_nothing(tmp_path: Path) -> None:
+    """A tsm (SEV-SNP) quote is accepted without vendor collateral: its binding is checked
+    but its signature is not, so anyone can write one. Nothing it vouches for is affirmed."""
+    import struct
+
+    home = new_home(tmp_path)
+    record = generate().record
+    refs = reference_file(tmp_path, {"model_digests": [record.get("model.digest")]})
+    verifier = make_verifier(home, reference_values=refs)
+    attacker = SigningKey.generate()
+
+    class HandWritten:
+        def quote(self, report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
+            blob = bytearray(0x4A0)
+            struct.pack_into("<I", blob, 0, 2)
+            blob[0x50:0x90] = report_data
+            return {"provider": "tsm", "simulated": False, "kernel_provider": "sev_guest",
+                    "tee": "sev-snp", "generation": 1, "outblob": b64url_encode(bytes(blob)),
+                    "software_measurements": measurements}
+
+    try:
+        nonce = verifier.issue_nonce().nonce
+        evidence = evidence_factory(home).make(nonce, cnf_key=attacker, provider=HandWritten())
+        result = verifier.appraise(evidence)
+        sub = sub_of(result)
+        assert sub["bytereplay.tee"] == {"provider": "tsm", "simulated": False,
+                                         "hardware": False, "chain_ok": False}
+        vector = sub["ear.trustworthiness-vector"]
+        assert vector["instance-identity"] == 32 and vector["hardware"] == 32
+        assert vector["runtime-opaque"] == 0
+        assert result.status == "warning"
+        assert any("not checked" in r for r in sub["bytereplay.reasons"])
+        assert sub["bytereplay.checks"]["reference"] == "ok"  # matched, but not affirmed:
+        assert vector["executables"] == 2  # only the replay's match speaks for the bytes
+    finally:
+        verifier.close()

@@ -1,0 +1,114 @@
+"""Shared helpers for the verifier tests: one Engine per process, Evidence construction,
+a real redis-server on a free loopback port."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attester.engine import Engine, EngineSettings, InferenceResult
+from bytereplay.home import Home
+from verifier.config import VerifierConfig
+from verifier.pipeline import Verifier
+from verifier.testing import DECODE, PROMPT, TEMPLATE, EvidenceFactory, run, tamper_jwt
+
+__all__ = ["DECODE", "PROMPT", "TEMPLATE", "EvidenceFactory", "tamper_jwt"]
+
+OTHER_HASH = "sha-256:" + "ab" * 32
+UNKNOWN_MODEL = "sha-256:" + "cd" * 32
+
+_ENGINE: Engine | None = None
+_RUNS: dict[str, InferenceResult] = {}
+
+
+def shared_engine() -> Engine:
+    """One float32 engine on the fixture model for the whole test process."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = Engine(EngineSettings())
+    return _ENGINE
+
+
+def engine_factory(settings: EngineSettings) -> Engine:
+    """The verifier's engine factory: the shared engine where the settings allow it."""
+    shared = shared_engine()
+    s = shared.settings
+    if (settings.device, settings.dtype, settings.threads, settings.controls) == \
+            (s.device, s.dtype, s.threads, s.controls) and settings.model_dir is not None and \
+            Path(settings.model_dir).resolve() == shared.model_dir.resolve():
+        return shared
+    return Engine(settings)
+
+
+def generate(prompt: str = PROMPT, decode: dict[str, Any] | None = None) -> InferenceResult:
+    """The shared engine's run for (prompt, decode), computed once per process."""
+    return run(shared_engine(), prompt, decode, _RUNS)
+
+
+def evidence_factory(home: Home) -> EvidenceFactory:
+    """Evidence from the shared engine, signed with `home`'s attester key and simulated TEE."""
+    return EvidenceFactory(home, shared_engine(), _RUNS)
+
+
+def make_verifier(home: Home, *, nonce_store: Any = None, **overrides: Any) -> Verifier:
+    config = VerifierConfig(home=home, **overrides)
+    return Verifier(config, store=nonce_store, engine_factory=engine_factory)
+
+
+def new_home(tmp_path: Path, name: str = "home") -> Home:
+    return Home.resolve(tmp_path / name)
+
+
+# -- redis ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, in a temp dir. FAILS (never skips)
+    when redis-server is not installed: CI installs it (apt-get install redis-server)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed: the verifier's Redis store tests need it "
+                    "(apt-get install -y redis-server)")
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+         "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    client.close()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

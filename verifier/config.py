@@ -1,0 +1,252 @@
+"""The verifier's configuration: one typed object, read strictly from JSON.
+
+A configuration file is a JSON object. When it has a role member (`"verifier"`,
+`"attester"`, `"relying_party"`), the `"verifier"` object is the verifier's section (so
+one file serves every role); otherwise the whole object is.
+Unknown keys are refused, naming the key, so a typo never silently falls back to a default.
+Paths are relative to the file's folder. Every key, its default and its meaning are listed
+in `KEYS` (the README's configuration reference is generated from the same table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bytereplay.ear import NAMINGS
+from bytereplay.eat import NONCE_DEFAULT, NONCE_MAX, NONCE_MIN
+from bytereplay.errors import UsageError
+from bytereplay.home import Home
+from bytereplay.keys import DEFAULT_ALG, EXTERNAL_ALGS, SIGNING_ALGS
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_POLICY = REPO / "policies" / "appraisal.rego"
+DEFAULT_MODEL_DIR = REPO / "fixtures" / "model"
+STORES = ("sqlite", "redis")
+NONCE_MODES = ("required", "store-if-known")
+# Service names reach the Rego policy's reasons: keep them to plain characters.
+SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ExternalService:
+    """An attestation service whose tokens this verifier accepts (ITA / NRAS style)."""
+
+    name: str
+    jwks: str  # http(s) URL or file path of the service's JWKS
+    issuer: str
+    audience: str | None = None
+    algorithms: tuple[str, ...] = EXTERNAL_ALGS
+    leeway_s: float = 30.0
+    jwks_ttl_s: float = 300.0
+    refetch_cooldown_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    home: Home
+    # nonces
+    nonce_ttl_s: float = 120.0
+    nonce_size: int = NONCE_DEFAULT
+    nonce_mode: str = "required"  # "store-if-known": the CLI, which did not issue the nonce
+    # stores
+    store: str = "sqlite"
+    sqlite_path: Path | None = None  # default: Home.store
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "bytereplay:"
+    result_ttl_s: float = 3600.0
+    # trust anchors
+    simulated_cas: tuple[Path, ...] = ()
+    trust_home_ca: bool = True
+    accept_tsm: bool = True
+    accept_nvidia: bool = True
+    external: tuple[ExternalService, ...] = ()
+    # appraisal
+    reference_values: Path | None = None
+    policy: Path = DEFAULT_POLICY
+    policy_cache: bool = True
+    naming: str = "veraison"
+    key_alg: str = DEFAULT_ALG
+    max_evidence_bytes: int = 1 << 20
+    # replay
+    replay: bool = True
+    model_dir: Path = DEFAULT_MODEL_DIR
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+    controls: bool = True
+    replay_workers: int = 1
+    replay_queue: int = 64
+
+    @property
+    def store_path(self) -> Path:
+        return self.sqlite_path or self.home.store
+
+    @property
+    def max_body_bytes(self) -> int:
+        """HTTP body limit: room for the Evidence as base64url inside a JSON envelope."""
+        return self.max_evidence_bytes * 4 // 3 + 4096
+
+    def replace(self, **changes: Any) -> VerifierConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# key -> (python type(s) accepted, meaning). Paths are str in JSON.
+KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "nonce_ttl_s": ((int, float), "seconds a nonce stays valid (default 120)"),
+    "nonce_size": ((int,), f"default nonce length in bytes, {NONCE_MIN}..{NONCE_MAX} (default 32)"),
+    "nonce_mode": ((str,), "'required' (default): the nonce must have been issued by this "
+                           "verifier's store; 'store-if-known': a nonce the store never issued "
+                           "is 'not checked' (status warning at best) instead of refused"),
+    "store": ((str,), "'sqlite' (default; file in the home) or 'redis' (replicas share it)"),
+    "sqlite_path": ((str,), "SQLite file (default <home>/verifier.sqlite3)"),
+    "redis_url": ((str,), "Redis URL (default redis://127.0.0.1:6379/0)"),
+    "redis_prefix": ((str,), "key prefix in Redis (default 'bytereplay:')"),
+    "result_ttl_s": ((int, float), "seconds an async result is kept (default 3600)"),
+    "simulated_cas": ((list,), "PEM files of simulated platform CAs to trust"),
+    "trust_home_ca": ((bool,), "also trust the simulated CA found in the home (default true)"),
+    "accept_tsm": ((bool,), "accept configfs-tsm (TDX/SEV-SNP) quotes (default true)"),
+    "accept_nvidia": ((bool,), "accept NVIDIA GPU evidence (default true)"),
+    "external": ((list,), "attestation services whose tokens are accepted: objects with "
+                          "name, jwks (URL or file), issuer, audience?, algorithms?, leeway_s?, "
+                          "jwks_ttl_s?, refetch_cooldown_s?"),
+    "reference_values": ((str,), "JSON file of allowed model digests, container digests and "
+                                 "runtimes (none: no reference-value claim)"),
+    "policy": ((str,), "Rego appraisal policy (default policies/appraisal.rego)"),
+    "policy_cache": ((bool,), "memoise policy results by their facts (default true; the "
+                              "policy must then be a pure function of its input)"),
+    "naming": ((str,), "EAR claim naming: 'veraison' (default) or 'draft'"),
+    "key_alg": ((str,), f"EAR signing algorithm for a new key, one of {list(SIGNING_ALGS)}"),
+    "max_evidence_bytes": ((int,), "largest Evidence accepted, in bytes (default 1 MiB)"),
+    "replay": ((bool,), "replay runs (default true); false: verdict not-run"),
+    "model_dir": ((str,), "folder holding model directories (scanned, found by digest); "
+                          "default: the repository's fixtures/model"),
+    "device": ((str,), "replay device: cpu, cuda, cuda:N (default cpu)"),
+    "dtype": ((str,), "replay dtype: float32 (default), bfloat16, float16"),
+    "threads": ((int,), "replay intra-op threads (default 1)"),
+    "controls": ((bool,), "determinism controls on during replay (default true)"),
+    "replay_workers": ((int,), "replay worker threads (default 1)"),
+    "replay_queue": ((int,), "most replays waiting; beyond it /v1/verify answers 503 (default 64)"),
+}
+
+_EXTERNAL_KEYS = {f.name for f in dataclasses.fields(ExternalService)}
+
+
+def _path(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def _external(base: Path, items: list[Any]) -> tuple[ExternalService, ...]:
+    out: list[ExternalService] = []
+    for i, item in enumerate(items):
+        where = f"external[{i}]"
+        if not isinstance(item, dict):
+            raise UsageError(f"{where}: expected an object")
+        unknown = sorted(set(item) - _EXTERNAL_KEYS)
+        if unknown:
+            raise UsageError(f"{where}: unknown key {unknown[0]!r}")
+        for key in ("name", "jwks", "issuer"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise UsageError(f"{where}.{key}: required text")
+        if not SERVICE_NAME_RE.match(item["name"]):
+            raise UsageError(f"{where}.name: letters, digits, '.', '_' and '-' (at most 64)")
+        kwargs: dict[str, Any] = dict(item)
+        jwks = str(item["jwks"])
+        if not jwks.startswith(("http://", "https://")):
+            kwargs["jwks"] = str(_path(base, jwks))
+        if "algorithms" in item:
+            algs = item["algorithms"]
+            if not isinstance(algs, list) or not algs or not all(a in EXTERNAL_ALGS for a in algs):
+                raise UsageError(f"{where}.algorithms: a non-empty subset of {list(EXTERNAL_ALGS)}")
+            kwargs["algorithms"] = tuple(algs)
+        if "audience" in item and not isinstance(item["audience"], (str, type(None))):
+            raise UsageError(f"{where}.audience: text or null")
+        for key in ("leeway_s", "jwks_ttl_s", "refetch_cooldown_s"):
+            v = item.get(key, 0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise UsageError(f"{where}.{key}: a number >= 0")
+            if key in item:
+                kwargs[key] = float(v)
+        out.append(ExternalService(**kwargs))
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise UsageError("external: service names must be unique")
+    return tuple(out)
+
+
+def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> VerifierConfig:
+    """A configuration from a parsed JSON object (the `verifier` section when present)."""
+    if not isinstance(doc, dict):
+        raise UsageError("the verifier configuration is a JSON object")
+    roles = ("attester", "verifier", "relying_party")
+    section = doc.get("verifier", {}) if any(r in doc for r in roles) else doc
+    if not isinstance(section, dict):
+        raise UsageError("'verifier' must be an object")
+    base = base or Path.cwd()
+    kwargs: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in KEYS:
+            raise UsageError(f"unknown verifier configuration key {key!r}")
+        types_, _ = KEYS[key]
+        if (isinstance(value, bool) and bool not in types_) or not isinstance(value, types_):
+            names = " or ".join(t.__name__ for t in types_)
+            raise UsageError(f"configuration key {key!r}: expected {names}")
+        kwargs[key] = value
+    for key in ("sqlite_path", "reference_values", "policy", "model_dir"):
+        if key in kwargs:
+            kwargs[key] = _path(base, kwargs[key])
+    if "simulated_cas" in kwargs:
+        cas = kwargs["simulated_cas"]
+        if not all(isinstance(c, str) for c in cas):
+            raise UsageError("simulated_cas: a list of PEM file paths")
+        kwargs["simulated_cas"] = tuple(_path(base, c) for c in cas)
+    if "external" in kwargs:
+        kwargs["external"] = _external(base, kwargs["external"])
+    for key in ("nonce_ttl_s", "result_ttl_s"):
+        if key in kwargs:
+            kwargs[key] = float(kwargs[key])
+            if kwargs[key] <= 0:
+                raise UsageError(f"{key} must be positive")
+    cfg = VerifierConfig(home=home, **kwargs)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: VerifierConfig) -> None:
+    if not NONCE_MIN <= cfg.nonce_size <= NONCE_MAX:
+        raise UsageError(f"nonce_size must be in {NONCE_MIN}..{NONCE_MAX}")
+    if cfg.nonce_mode not in NONCE_MODES:
+        raise UsageError(f"nonce_mode must be one of {list(NONCE_MODES)}")
+    if cfg.store not in STORES:
+        raise UsageError(f"store must be one of {list(STORES)}")
+    if cfg.naming not in NAMINGS:
+        raise UsageError(f"naming must be one of {list(NAMINGS)}")
+    if cfg.key_alg not in SIGNING_ALGS:
+        raise UsageError(f"key_alg must be one of {list(SIGNING_ALGS)}")
+    if cfg.max_evidence_bytes < 1024:
+        raise UsageError("max_evidence_bytes must be at least 1024")
+    for key in ("threads", "replay_workers", "replay_queue"):
+        if getattr(cfg, key) < 1:
+            raise UsageError(f"{key} must be at least 1")
+
+
+def load(home: Home, path: str | Path | None = None) -> VerifierConfig:
+    """The configuration from `path`, or the home's config.json, or the defaults."""
+    doc = home.load_config(path)
+    base = Path(path).resolve().parent if path else home.root
+    return from_dict(doc, home, base)
+
+
+def reference_text() -> str:
+    """The configuration reference, for the README."""
+    lines = ["| key | type | meaning |", "| --- | --- | --- |"]
+    for key, (types_, meaning) in KEYS.items():
+        names = "number" if float in types_ else types_[0].__name__
+        names = {"str": "text", "bool": "boolean", "int": "integer", "list": "array"}.get(
+            names, names)
+        lines.append(f"| `{key}` | {names} | {meaning} |")
+    return "\n".join(lines)

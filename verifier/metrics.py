@@ -1,0 +1,45 @@
+"""Prometheus metrics of the verifier (one registry per verifier, served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.appraisals = Counter("bytereplay_verifier_appraisals", "Appraisals by EAR status",
+                                  ["status"], registry=r)
+        self.verdicts = Counter("bytereplay_verifier_replay_verdicts", "Replay verdicts",
+                                ["verdict"], registry=r)
+        self.nonces_issued = Counter("bytereplay_verifier_nonces_issued", "Nonces issued",
+                                     registry=r)
+        self.nonce_refusals = Counter("bytereplay_verifier_nonce_refusals",
+                                      "Nonces refused, by reason", ["reason"], registry=r)
+        self.latency = Histogram("bytereplay_verifier_appraisal_seconds",
+                                 "Appraisal latency (with replay where it ran)", ["replay"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.replay_seconds = Histogram("bytereplay_verifier_replay_seconds",
+                                        "Replay generation time", buckets=LATENCY_BUCKETS,
+                                        registry=r)
+        self.replay_queue = Gauge("bytereplay_verifier_replay_queue",
+                                  "Replays accepted and not yet finished", registry=r)
+        self.transport_errors = Counter("bytereplay_verifier_refused_requests",
+                                        "Requests refused before appraisal (problem+json)",
+                                        ["status"], registry=r)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,508 @@
+"""The appraisal pipeline: Evidence in, a signed attestation result (EAR) out.
+
+Steps, each a small function that records a fact (failures are facts, not exceptions):
+
+    decode        parse the Evidence (JWT or COSE_Sign1 CWT, size-limited) and check that
+                  its claims agree (record digest, output hash, measurements, request)
+    signature     the EAT signature verifies with the key in `cnf.jwk`
+    quote         the TEE quote chains to a configured trust anchor and its report data is
+                  SHA-512(nonce || record digest || key thumbprint), recomputed here
+    measurements  the quote's signed measurement registers equal the Evidence's
+    nonce         consumed atomically (only once the Evidence is bound to a TEE: forged
+                  Evidence cannot burn someone else's nonce)
+    reference     model / container / runtime against the configured reference values
+    preflight     completeness of the run record (`bytereplay.preflight`)
+    external      attestation-service tokens, when any are attached
+    replay        re-run and compare (`verifier.replay`); skipped after any failure above
+    policy        the Rego appraisal policy turns the facts into the AR4SI vector
+
+Bad Evidence always yields a negative EAR. Only transport problems raise (the sidecar
+answers them with problem+json): oversized Evidence (`TooLargeError`) and a store that
+cannot be reached (`StoreUnavailable`, 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bytereplay import ear, eat
+from bytereplay.ar4si import CLAIMS, VERIFIER_MALFUNCTION
+from bytereplay.checklist import ITEM_BY_FIELD, Group
+from bytereplay.claims import MATCH, MATCH_PORTABLE, NOT_RUN
+from bytereplay.errors import (
+    BytereplayError,
+    PolicyError,
+    SignatureError,
+    TooLargeError,
+)
+from bytereplay.keys import SigningKey, load_or_create_key
+from bytereplay.preflight import PreflightReport, preflight
+from verifier import reference as reference_values
+from verifier.appraisal_policy import AppraisalPolicy
+from verifier.config import VerifierConfig
+from verifier.external import EXTERNAL_TOKENS, ExternalVerifier
+from verifier.metrics import Metrics
+from verifier.nonces import IssuedNonce, NonceRefused, Store, open_store
+from verifier.replay import (
+    DIGEST_CACHE_FILE,
+    EngineFactory,
+    Replayer,
+    ReplayOutcome,
+    ReplaySettings,
+    not_run,
+)
+from verifier.results import Result, extensions, issue
+
+if TYPE_CHECKING:
+    from attester.evidence import DecodedEvidence
+    from attester.tee.base import QuoteTrust, QuoteVerification
+
+log = logging.getLogger("bytereplay.verifier")
+
+OK = "ok"
+NOT_RUN_TEXT = "not run: an earlier check failed"
+
+
+class StoreUnavailable(BytereplayError):
+    status = 503
+    problem = "store-unavailable"
+    title = "Verifier store unavailable"
+
+
+class QueueFull(BytereplayError):
+    status = 503
+    problem = "replay-queue-full"
+    title = "Replay queue full"
+
+
+@dataclass
+class Appraisal:
+    """One appraisal in progress: the facts gathered so far."""
+
+    started: float = field(default_factory=time.perf_counter)
+    checks: dict[str, str] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=lambda: {
+        "evidence": {"decode": "not-run", "signature": "not-run", "quote": "not-run",
+                     "measurements": "not-run"},
+        "nonce": "not-run",
+        "tee": None,
+        "reference": {"model": "not-configured", "container": "not-configured",
+                      "runtime": "not-configured"},
+        "preflight": {"complete": False, "missing": [], "missing_before_replay": []},
+        "request": "not-run",
+        "replay": {"verdict": NOT_RUN},
+        "external": {},
+    })
+    decoded: DecodedEvidence | None = None
+    quote: QuoteVerification | None = None
+    report: PreflightReport | None = None
+    replay: ReplayOutcome | None = None
+    replay_skip: str | None = None
+
+    @property
+    def evidence(self) -> dict[str, str]:
+        value: dict[str, str] = self.facts["evidence"]
+        return value
+
+    @property
+    def bound(self) -> bool:
+        """Decoded, signed, and the quote binds it: later steps may trust its content."""
+        ev = self.evidence
+        return all(ev[k] == OK for k in ("decode", "signature", "quote"))
+
+    @property
+    def failed(self) -> bool:
+        """Any check whose failure makes replay pointless."""
+        return not self.bound or self.evidence["measurements"] == "differs" or \
+            self.facts["nonce"] not in (OK, "not-checked")
+
+    @property
+    def nonce_text(self) -> str | None:
+        if self.decoded is None:
+            return None
+        value = self.decoded.claims.get("eat_nonce")
+        return value if isinstance(value, str) else None
+
+
+# -- the steps ------------------------------------------------------------------------
+
+
+def unexpected(exc: Exception, where: str) -> str:
+    """The failure text for `exc`. Anything but our own errors is a bug below us reached by
+    outside input: logged with its traceback, and still only a failed check (never a 5xx)."""
+    if isinstance(exc, BytereplayError):
+        return exc.detail
+    log.error("%s raised %s on outside input (a bug to fix there)", where,
+              type(exc).__name__, exc_info=exc)
+    return f"malformed input ({where} raised {type(exc).__name__})"
+
+
+def step_decode(a: Appraisal, data: bytes | str, fmt: str | None, max_bytes: int) -> None:
+    from attester.evidence import decode_evidence
+
+    ev = a.evidence
+    try:
+        a.decoded = decode_evidence(data, fmt, max_bytes=max_bytes)
+    except TooLargeError:
+        raise
+    except SignatureError as exc:
+        ev["decode"], ev["signature"] = OK, "failed"
+        a.checks["decode"], a.checks["signature"] = OK, f"failed: {exc.detail}"
+        return
+    except Exception as exc:  # BytereplayError, or a decoder bug on hostile input
+        ev["decode"] = "failed"
+        a.checks["decode"] = f"failed: {unexpected(exc, 'the Evidence decoder')}"
+        a.checks["signature"] = NOT_RUN_TEXT
+        return
+    ev["decode"] = ev["signature"] = OK
+    a.checks["decode"] = a.checks["signature"] = OK
+
+
+def step_quote(a: Appraisal, trust: QuoteTrust) -> None:
+    from attester.tee.base import verify_quote
+
+    if a.decoded is None:
+        a.checks["quote"] = NOT_RUN_TEXT
+        return
+    ev = a.evidence
+    d = a.decoded
+    # = d.expected_report_data without hashing the record a second time: decode_evidence
+    # has refused Evidence whose record digest claim is not the record's digest.
+    expected = eat.report_data(d.nonce, d.record_digest, d.key_thumbprint_bytes)
+    try:
+        a.quote = verify_quote(d.quote, trust, expected)
+    except Exception as exc:  # QuoteError, or a verifier bug on hostile input
+        ev["quote"] = "failed"
+        a.checks["quote"] = f"failed: {unexpected(exc, 'the quote verifier')}"
+        return
+    ev["quote"] = OK
+    a.checks["quote"] = OK
+    q = a.quote
+    a.facts["tee"] = {"provider": q.provider, "simulated": bool(q.simulated),
+                      "hardware": bool(q.hardware), "chain_ok": bool(q.chain_ok)}
+    # The registers the TEE signed (simulated) or declared (others) against the Evidence's.
+    signed = q.measurements if q.simulated else a.decoded.quote.get("software_measurements")
+    if signed is not None and signed != a.decoded.measurements:
+        differing = sorted(k for k in set(signed) | set(a.decoded.measurements)
+                           if signed.get(k) != a.decoded.measurements.get(k))
+        ev["measurements"] = "differs"
+        a.checks["measurements"] = ("differs: the quote's registers disagree with the run "
+                                    f"record at {', '.join(differing)}")
+    else:
+        ev["measurements"] = OK
+        a.checks["measurements"] = OK
+
+
+def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics) -> None:
+    if not a.bound or a.decoded is None:
+        a.checks["nonce"] = "not run: the Evidence is not bound to a TEE, so its nonce is left alone"
+        return
+    nonce: bytes = a.decoded.nonce
+    try:
+        if mode == "store-if-known" and store.peek(nonce) is None:
+            a.facts["nonce"] = "not-checked"
+            a.checks["nonce"] = ("not checked: this verifier's store did not issue the nonce, "
+                                 "so freshness is not shown")
+            return
+        store.consume(nonce)
+    except NonceRefused as exc:
+        a.facts["nonce"] = exc.reason
+        a.checks["nonce"] = f"refused: {exc.detail}"
+        metrics.nonce_refusals.labels(exc.reason).inc()
+        return
+    except BytereplayError:
+        raise
+    except Exception as exc:  # the store (SQLite, Redis) failed: not the Evidence's fault
+        raise StoreUnavailable(f"the nonce store failed: {exc}") from None
+    a.facts["nonce"] = OK
+    a.checks["nonce"] = OK
+
+
+def step_reference(a: Appraisal, refs: reference_values.ReferenceValues) -> None:
+    if a.decoded is None:
+        a.checks["reference"] = NOT_RUN_TEXT
+        return
+    if not refs.configured:
+        a.checks["reference"] = "not configured"
+        return
+    status = refs.compare(a.decoded.record)
+    a.facts["reference"] = status
+    bad = [f"{k}: {v}" for k, v in status.items()
+           if v not in (reference_values.MATCHED, reference_values.NOT_CONFIGURED)]
+    a.checks["reference"] = OK if not bad else "; ".join(bad)
+
+
+def step_preflight(a: Appraisal) -> None:
+    if a.decoded is None:
+        a.checks["preflight"] = NOT_RUN_TEXT
+        return
+    report = preflight(a.decoded.record)
+    a.report = report
+    missing = report.missing
+    before_replay = [f for f in missing if ITEM_BY_FIELD[f].group == Group.BEFORE_REPLAY]
+    a.facts["preflight"] = {"complete": report.complete, "missing": missing,
+                            "missing_before_replay": before_replay}
+    a.checks["preflight"] = OK if report.complete else \
+        f"incomplete: {len(missing)} item(s) missing ({', '.join(missing)})"
+
+
+def step_external(a: Appraisal, external: ExternalVerifier, attached: list[Any] | None) -> None:
+    tokens: list[Any] = list(attached or [])
+    if a.decoded is not None and EXTERNAL_TOKENS in a.decoded.claims:
+        claimed = a.decoded.claims[EXTERNAL_TOKENS]
+        tokens.extend(claimed if isinstance(claimed, list) else [claimed])
+    if not tokens:
+        return
+    facts, texts = external.appraise(tokens)
+    a.facts["external"] = facts
+    a.checks["external"] = "; ".join(f"{k}: {v}" for k, v in texts.items())
+
+
+def step_replay(a: Appraisal, replayer: Replayer | None) -> None:
+    if a.replay_skip is not None or replayer is None or a.decoded is None:
+        reason = a.replay_skip or "replay is disabled in the verifier's configuration"
+        a.replay = not_run(reason)
+    else:
+        a.replay = replayer.replay(a.decoded.request, a.decoded.record)
+    outcome = a.replay
+    a.facts["replay"] = {"verdict": outcome.verdict}
+    a.facts["request"] = outcome.facts.get("request", "not-run")
+    if outcome.verdict in (MATCH, MATCH_PORTABLE):
+        a.checks["replay"] = OK
+    elif outcome.verdict == NOT_RUN:
+        a.checks["replay"] = f"not run: {outcome.reason}"
+    else:
+        a.checks["replay"] = f"{outcome.verdict}: {outcome.reason}"
+
+
+# -- the verifier ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustSource:
+    origin: str  # "home" or "config"
+    path: str
+    pem: str
+
+
+def load_trust_sources(config: VerifierConfig) -> list[TrustSource]:
+    from attester.tee.simulated import CA_FILE, load_ca_pem
+
+    sources: list[TrustSource] = []
+    for path in config.simulated_cas:
+        try:
+            pem = Path(path).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BytereplayError(f"cannot read simulated CA {path}: {exc}") from None
+        sources.append(TrustSource("config", str(path), pem))
+    if config.trust_home_ca:
+        pem_or_none = load_ca_pem(config.home.simulated_ca)
+        if pem_or_none is not None:
+            sources.append(TrustSource("home", str(config.home.simulated_ca / CA_FILE),
+                                       pem_or_none))
+    return sources
+
+
+class Verifier:
+    """The in-process verifier. Thread-safe; `close()` when done."""
+
+    def __init__(self, config: VerifierConfig, *, store: Store | None = None,
+                 metrics: Metrics | None = None,
+                 engine_factory: EngineFactory | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.key: SigningKey = load_or_create_key(config.home.verifier_key, config.key_alg)
+        self.policy = AppraisalPolicy(config.policy, cache=config.policy_cache)
+        self.references = reference_values.load(config.reference_values)
+        self.external = ExternalVerifier(config.external)
+        self._trust_lock = threading.Lock()
+        self.trust_sources = load_trust_sources(config)
+        self._trust = self._make_trust()
+        self.replayer: Replayer | None = None
+        if config.replay:
+            settings = ReplaySettings(config.model_dir, config.device, config.dtype,
+                                      config.threads, config.controls)
+            self.replayer = Replayer(settings, cache_file=config.home.root / DIGEST_CACHE_FILE,
+                                     engine_factory=engine_factory)
+        self.store: Store = store or open_store(
+            config.store, path=config.store_path, redis_url=config.redis_url,
+            redis_prefix=config.redis_prefix, ttl=config.nonce_ttl_s,
+            result_ttl=config.result_ttl_s)
+        self._pool = ThreadPoolExecutor(max_workers=config.replay_workers,
+                                        thread_name_prefix="bytereplay-replay")
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        for line in self.trust_lines():
+            log.info("%s", line)
+
+    # -- trust anchors ----------------------------------------------------------------
+
+    def _make_trust(self) -> QuoteTrust:
+        from attester.tee.base import QuoteTrust
+
+        return QuoteTrust(simulated_cas=tuple(s.pem for s in self.trust_sources),
+                          accept_tsm=self.config.accept_tsm,
+                          accept_nvidia=self.config.accept_nvidia)
+
+    def trust(self) -> QuoteTrust:
+        """The quote trust anchors. The home's simulated CA is picked up when it appears
+        after start (an attester sharing the home creates it on its first start)."""
+        if self.config.trust_home_ca and not any(s.origin == "home" for s in self.trust_sources):
+            from attester.tee.simulated import CA_FILE
+
+            if (self.config.home.simulated_ca / CA_FILE).exists():
+                with self._trust_lock:
+                    self.trust_sources = load_trust_sources(self.config)
+                    self._trust = self._make_trust()
+                for line in self.trust_lines():
+                    log.info("%s", line)
+        return self._trust
+
+    def trust_lines(self) -> list[str]:
+        origin = {"home": "found in the home", "config": "configured"}
+        lines = [f"trusting simulated platform CA {s.path} ({origin[s.origin]}); "
+                 "simulated quotes are never rated better than warning"
+                 for s in self.trust_sources]
+        if not self.trust_sources:
+            where = self.config.home.simulated_ca
+            lines.append("no simulated platform CA trusted" + (
+                f" yet: the one created in {where} will be trusted when it appears"
+                if self.config.trust_home_ca else ""))
+        return lines
+
+    # -- nonces -----------------------------------------------------------------------
+
+    def issue_nonce(self, size: int | None = None) -> IssuedNonce:
+        try:
+            issued = self.store.issue(size or self.config.nonce_size)
+        except BytereplayError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"the nonce store failed: {exc}") from None
+        self.metrics.nonces_issued.inc()
+        return issued
+
+    # -- appraisal --------------------------------------------------------------------
+
+    def begin(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
+              external_tokens: list[Any] | None = None) -> Appraisal:
+        """Every step up to replay. Raises only `TooLargeError` and `StoreUnavailable`."""
+        a = Appraisal()
+        step_decode(a, data, fmt, self.config.max_evidence_bytes)
+        step_quote(a, self.trust())
+        step_nonce(a, self.store, self.config.nonce_mode, self.metrics)
+        step_reference(a, self.references)
+        step_preflight(a)
+        step_external(a, self.external, external_tokens)
+        if a.failed:
+            failed = [k for k in ("decode", "signature", "quote", "measurements", "nonce")
+                      if a.checks.get(k, OK) != OK and not a.checks[k].startswith("not ")]
+            a.replay_skip = f"an earlier check failed ({', '.join(failed) or 'nonce'})"
+        elif not self.config.replay:
+            a.replay_skip = "replay is disabled in the verifier's configuration"
+        elif not replay:
+            a.replay_skip = "replay was not requested"
+        return a
+
+    def needs_replay(self, a: Appraisal) -> bool:
+        return a.replay_skip is None and self.replayer is not None
+
+    def finish(self, a: Appraisal) -> Result:
+        """Replay (when it is due; on the calling thread), policy, EAR."""
+        step_replay(a, self.replayer)
+        try:
+            verdict = self.policy.evaluate(a.facts)
+            vector, reasons = dict(verdict.vector), verdict.reasons
+            a.checks["policy"] = OK
+        except PolicyError as exc:
+            log.error("%s", exc.detail)
+            vector = {c: VERIFIER_MALFUNCTION for c in CLAIMS}
+            reasons = ("the appraisal policy failed: the verifier makes no claim",)
+            a.checks["policy"] = f"failed: {exc.detail}"
+        assert a.replay is not None
+        d = a.decoded
+        ext = extensions(
+            replay=a.replay.to_json(),
+            preflight=a.report.to_dict() if a.report is not None else None,
+            missing=a.report.missing if a.report is not None else [],
+            output_hash=d.output_hash if d is not None else None,
+            record_digest=d.record_digest if d is not None else None,
+            tee=a.facts["tee"],
+            checks=a.checks,
+            reasons=reasons,
+        )
+        result = issue(key=self.key, vector=vector, nonce=a.nonce_text,
+                       policy_id=self.policy.policy_id, ext=ext, naming=self.config.naming)
+        m = self.metrics
+        m.appraisals.labels(result.status).inc()
+        m.verdicts.labels(a.replay.verdict).inc()
+        if a.replay.seconds is not None:
+            m.replay_seconds.observe(a.replay.seconds)
+        m.latency.labels("yes" if a.replay.seconds is not None else "no").observe(
+            time.perf_counter() - a.started)
+        return result
+
+    def appraise(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
+                 external_tokens: list[Any] | None = None) -> Result:
+        """The whole pipeline on the calling thread (the CLI and in-process callers)."""
+        return self.finish(self.begin(data, fmt, replay=replay, external_tokens=external_tokens))
+
+    def submit(self, a: Appraisal) -> Future[Result]:
+        """Finish `a` in the replay worker pool. Raises `QueueFull` when too many wait."""
+        with self._inflight_lock:
+            if self.needs_replay(a) and self._inflight >= self.config.replay_queue:
+                raise QueueFull(f"{self._inflight} replays are waiting; try again later")
+            self._inflight += 1
+            self.metrics.replay_queue.set(self._inflight)
+        future = self._pool.submit(self.finish, a)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future: Future[Result]) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+            self.metrics.replay_queue.set(self._inflight)
+
+    def queue_full(self) -> bool:
+        with self._inflight_lock:
+            return self._inflight >= self.config.replay_queue
+
+    # -- publication ------------------------------------------------------------------
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [dict(self.key.jwk)]}
+
+    def info(self) -> dict[str, Any]:
+        from bytereplay import __version__
+
+        cfg = self.config
+        return {
+            "verifier": f"bytereplay {__version__}",
+            "ear": {"profile": ear.PROFILES[cfg.naming], "naming": cfg.naming,
+                    "alg": self.key.alg, "kid": self.key.kid, "jwks": "/.well-known/jwks.json"},
+            "appraisal_policy": {"id": self.policy.policy_id, "path": str(self.policy.path),
+                                 "cached": self.policy.cached},
+            "trust": {
+                "simulated_cas": [{"origin": s.origin, "path": s.path} for s in self.trust_sources],
+                "accept_tsm": cfg.accept_tsm, "accept_nvidia": cfg.accept_nvidia,
+                "notes": self.trust_lines(),
+            },
+            "external": [{"name": s.name, "issuer": s.issuer, "jwks": s.jwks,
+                          "algorithms": list(s.algorithms)} for s in cfg.external],
+            "reference_values": self.references.to_json() if self.references.configured else None,
+            "nonces": {"ttl_s": cfg.nonce_ttl_s, "size": cfg.nonce_size, "mode": cfg.nonce_mode,
+                       "store": self.store.kind},
+            "replay": self.replayer.info() if self.replayer is not None else {"enabled": False},
+            "now": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        self.store.close()

@@ -1,0 +1,97 @@
+"""The attestation result: an EAR JWT signed with the verifier's key.
+
+Claims (names from `bytereplay.ear`) inside `submods.bytereplay`, beside the status,
+the trustworthiness vector and the appraisal policy id:
+
+    bytereplay.replay        {"verdict", "environment_diff", "reason", ...}
+    bytereplay.preflight     the preflight report (`PreflightReport.to_dict()`)
+    bytereplay.output_hash   the attested output hash (the relying party compares bytes)
+    bytereplay.record_digest the run record digest
+    bytereplay.claim         the sentence the evidence supports (`build_claim`)
+    bytereplay.not_covered   what byte agreement never says (`NOT_COVERED`)
+    bytereplay.tee           {"provider", "simulated", "hardware"}
+    bytereplay.checks        {step: "ok" | what failed}
+
+`eat_nonce` echoes the Evidence's nonce (whatever became of it: a refused nonce is
+echoed too, and the status says what the verifier made of it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bytereplay import ear
+from bytereplay.claims import NOT_COVERED, build_claim
+from bytereplay.keys import SigningKey
+
+
+@dataclass(frozen=True)
+class Result:
+    token: str
+    claims: dict[str, Any]
+    status: str
+    replay: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The `/v1/verify` answer."""
+        return {"result": self.token, "status": self.status, "replay": self.replay}
+
+
+def extensions(
+    *,
+    replay: dict[str, Any],
+    preflight: dict[str, Any] | None,
+    missing: list[str],
+    output_hash: str | None,
+    record_digest: str | None,
+    tee: dict[str, Any] | None,
+    checks: dict[str, str],
+    reasons: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    simulated = bool(tee and tee.get("simulated"))
+    claim = build_claim(
+        str(replay["verdict"]),
+        missing=missing,
+        diff_fields=[str(d["field"]) for d in replay.get("environment_diff", [])],
+        reason=replay.get("reason"),
+        simulated_tee=simulated,
+    )
+    ext: dict[str, Any] = {
+        ear.REPLAY: replay,
+        ear.CLAIM: claim,
+        ear.NOT_COVERED_CLAIM: list(NOT_COVERED),
+        ear.CHECKS: dict(checks),
+    }
+    if preflight is not None:
+        ext[ear.PREFLIGHT] = preflight
+    if output_hash is not None:
+        ext[ear.OUTPUT_HASH] = output_hash
+    if record_digest is not None:
+        ext[ear.RECORD_DIGEST] = record_digest
+    if tee is not None:
+        ext[ear.TEE] = tee
+    if reasons:
+        ext["bytereplay.reasons"] = list(reasons)
+    return ext
+
+
+def issue(
+    *,
+    key: SigningKey,
+    vector: dict[str, int],
+    nonce: str | None,
+    policy_id: str,
+    ext: dict[str, Any],
+    naming: str,
+    iat: int | None = None,
+) -> Result:
+    claims = ear.build_ear(
+        vector=vector, nonce=nonce, iat=int(time.time()) if iat is None else iat,
+        policy_id=policy_id, extensions=ext, naming=naming,
+    )
+    status_name = ear.NAMINGS[naming][0]
+    status = str(claims["submods"][ear.SUBMOD][status_name])
+    token = ear.sign_ear(claims, key)
+    return Result(token=token, claims=claims, status=status, replay=dict(ext[ear.REPLAY]))

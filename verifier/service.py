@@ -1,0 +1,266 @@
+"""The verifier sidecar: FastAPI + uvicorn around `verifier.pipeline.Verifier`.
+
+    POST /v1/challenge          {"size"?: 8..64} -> {"nonce", "issued_at", "expires_at"}
+    POST /v1/verify             Evidence -> {"result": <EAR JWT>, "status", "replay"}
+                                 body: raw, Content-Type application/eat+jwt or
+                                 application/eat+cwt; or JSON {"evidence", "format"?,
+                                 "external_tokens"?} (a CWT as unpadded base64url)
+                                 ?replay=false skips replay; ?async=true answers 202 with
+                                 {"id", "poll"} and a Location header, the replay running
+                                 in the worker pool
+    GET  /v1/results/{id}        202 {"state": "pending"} | 200 {"state": "done", ...} | 404
+    POST /v1/external/verify     {"token", "service"?} -> {"service", "claims"}
+    GET  /.well-known/jwks.json  the EAR verification key
+    GET  /v1/info                configuration, trust anchors, policy id, models
+    GET  /healthz                200 once ready (store reachable)
+    GET  /metrics                Prometheus text
+
+Evidence that fails a check yields a negative EAR (HTTP 200), never a 5xx. Requests
+that cannot be appraised at all are refused with problem+json: a body that is not the
+declared JSON (400), an unknown content type (415), an oversized body or Evidence (413),
+an unknown result id (404), a full replay queue or unreachable store (503).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from attester.http import BodyLimit, install_problem_handlers, read_json_body
+from bytereplay.eat import MEDIA_CWT, MEDIA_JWT, NONCE_MAX, NONCE_MIN
+from bytereplay.errors import BytereplayError, EncodingError, NotFoundError, UsageError
+from bytereplay.home import Home
+from verifier import config as config_mod
+from verifier.config import VerifierConfig
+from verifier.nonces import new_result_id
+from verifier.pipeline import Appraisal, QueueFull, StoreUnavailable, Verifier
+from verifier.results import Result
+
+log = logging.getLogger("bytereplay.verifier")
+
+JSON_TYPES = ("application/json",)
+MAX_JSON_BYTES = 64 * 1024
+
+
+class UnsupportedMediaType(BytereplayError):
+    status = 415
+    problem = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+def _flag(request: Request, name: str, default: bool) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"query parameter {name!r} must be true or false")
+
+
+async def _json_body(request: Request, max_bytes: int) -> Any:
+    """`read_json_body`, with one escape closed: Python's int-digit limit raises a bare
+    ValueError inside `strict_json_loads` (to be fixed there: notes/issue5.md)."""
+    try:
+        return await read_json_body(request, max_bytes)
+    except BytereplayError:
+        raise
+    except ValueError as exc:
+        raise EncodingError(f"malformed JSON: {exc}") from None
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _read_evidence(request: Request, max_body: int) -> tuple[bytes | str, str | None,
+                                                                    list[Any] | None]:
+    media = _media_type(request)
+    if media == MEDIA_JWT:
+        body = await request.body()
+        try:
+            return body.decode("ascii").strip(), "jwt", None
+        except UnicodeDecodeError:
+            raise UsageError("an application/eat+jwt body is ASCII text") from None
+    if media == MEDIA_CWT:
+        return await request.body(), "cwt", None
+    if media in JSON_TYPES:
+        doc = await _json_body(request, max_body)
+        if not isinstance(doc, dict):
+            raise UsageError("the JSON body is an object {\"evidence\", \"format\"}")
+        unknown = sorted(set(doc) - {"evidence", "format", "external_tokens"})
+        if unknown:
+            raise UsageError(f"unknown member {unknown[0]!r} in the JSON body")
+        evidence, fmt = doc.get("evidence"), doc.get("format")
+        if not isinstance(evidence, str) or not evidence:
+            raise UsageError("'evidence' is the Evidence as text (a JWT, or a CWT as "
+                             "unpadded base64url)")
+        if fmt is not None and fmt not in ("jwt", "cwt"):
+            raise UsageError("'format' is 'jwt' or 'cwt'")
+        tokens = doc.get("external_tokens")
+        if tokens is not None and (not isinstance(tokens, list) or
+                                   not all(isinstance(t, str) for t in tokens)):
+            raise UsageError("'external_tokens' is a list of JWT texts")
+        return evidence, fmt, tokens
+    raise UnsupportedMediaType(
+        f"content type {media or '(none)'!r} is not accepted; send {MEDIA_JWT}, "
+        f"{MEDIA_CWT} or application/json")
+
+
+def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> FastAPI:
+    """The sidecar app. The verifier (store, keys, policy) is built here, closed on shutdown."""
+    v = verifier or Verifier(config)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if v.replayer is not None:  # hash the model directories before the first replay
+            threading.Thread(target=v.replayer.index.scan, name="model-scan", daemon=True).start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(v.close)
+
+    app = FastAPI(title="bytereplay verifier", version="1", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.verifier = v
+    install_problem_handlers(app)
+
+    @app.exception_handler(BytereplayError)
+    async def _ours(request: Request, exc: BytereplayError) -> Response:
+        v.metrics.transport_errors.labels(str(exc.status)).inc()
+        return JSONResponse(exc.problem_json(request.url.path), status_code=exc.status,
+                            media_type="application/problem+json")
+
+    @app.post("/v1/challenge")
+    async def challenge(request: Request) -> JSONResponse:
+        size = config.nonce_size
+        if await request.body():
+            if _media_type(request) not in JSON_TYPES:
+                raise UnsupportedMediaType("send the challenge options as application/json")
+            doc = await _json_body(request, 4096)
+            if not isinstance(doc, dict) or set(doc) - {"size"}:
+                raise UsageError("the challenge body is {\"size\": 8..64}")
+            if "size" in doc:
+                size = doc["size"]
+                if isinstance(size, bool) or not isinstance(size, int) or \
+                        not NONCE_MIN <= size <= NONCE_MAX:
+                    raise UsageError(f"size must be an integer in {NONCE_MIN}..{NONCE_MAX}")
+        issued = await run_in_threadpool(v.issue_nonce, size)
+        return JSONResponse(issued.to_json(), headers={"Cache-Control": "no-store"})
+
+    def _sync_part(data: bytes | str, fmt: str | None, want_replay: bool,
+                   tokens: list[Any] | None) -> tuple[Result | None, Appraisal | None]:
+        """Every step up to replay; the whole appraisal when no replay is due."""
+        a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens)
+        if v.needs_replay(a):
+            return None, a
+        return v.finish(a), None
+
+    @app.post("/v1/verify")
+    async def verify(request: Request) -> JSONResponse:
+        want_replay = _flag(request, "replay", True)
+        run_async = _flag(request, "async", False)
+        data, fmt, tokens = await _read_evidence(request, config.max_body_bytes)
+        if want_replay and v.queue_full():  # before the nonce is consumed
+            raise QueueFull("the replay queue is full; try again later")
+        if not run_async:
+            # One thread hop when nothing is left for the replay pool.
+            result, pending = await run_in_threadpool(_sync_part, data, fmt, want_replay, tokens)
+            if result is None:
+                assert pending is not None
+                result = await asyncio.wrap_future(v.submit(pending))
+            return JSONResponse(result.to_json())
+        # Async: the steps up to replay here, the rest (replay, policy, EAR) in the pool.
+        result_id = new_result_id()
+
+        def accept() -> Appraisal:
+            a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens)
+            v.store.put_pending(result_id)
+            return a
+
+        future = v.submit(await run_in_threadpool(accept))
+
+        def store_result(f: Future[Result]) -> None:
+            try:
+                v.store.put_result(result_id, f.result().to_json())
+            except Exception:
+                log.exception("appraisal %s failed", result_id)
+                v.store.put_result(result_id, {"state": "failed",
+                                               "detail": "the appraisal failed"})
+
+        future.add_done_callback(store_result)
+        poll = f"/v1/results/{result_id}"
+        return JSONResponse({"id": result_id, "state": "pending", "poll": poll},
+                            status_code=202, headers={"Location": poll})
+
+    @app.get("/v1/results/{result_id}")
+    async def results(result_id: str) -> JSONResponse:
+        if not 8 <= len(result_id) <= 64:
+            raise NotFoundError(f"no result {result_id!r}")
+        doc = await run_in_threadpool(v.store.get_result, result_id)
+        if doc is None:
+            raise NotFoundError(f"no result {result_id!r} (unknown or expired)")
+        return JSONResponse(doc, status_code=202 if doc.get("state") == "pending" else 200)
+
+    @app.post("/v1/external/verify")
+    async def external_verify(request: Request) -> JSONResponse:
+        doc = await _json_body(request, 64 * 1024)
+        if not isinstance(doc, dict) or not isinstance(doc.get("token"), str) or \
+                set(doc) - {"token", "service"}:
+            raise UsageError("the body is {\"token\": <JWT>, \"service\"?: <name>}")
+        service = doc.get("service")
+        if service is not None and not isinstance(service, str):
+            raise UsageError("'service' is text")
+        token = await run_in_threadpool(v.external.verify, doc["token"], service)
+        return JSONResponse({"service": token.service, "claims": token.claims})
+
+    @app.get("/.well-known/jwks.json")
+    async def jwks() -> JSONResponse:
+        return JSONResponse(v.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    @app.get("/v1/info")
+    async def info() -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(v.info))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        try:
+            await run_in_threadpool(v.store.ping)
+        except Exception as exc:
+            raise StoreUnavailable(f"the store is not reachable: {exc}") from None
+        return JSONResponse({"status": "ok", "store": v.store.kind})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(v.metrics.render(), media_type=v.metrics.content_type)
+
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    return app
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`bytereplay serve verifier --host --port --config --home`."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home = Home.resolve(args.home)
+    cfg = config_mod.load(home, args.config)
+    app = create_app(cfg)
+    v: Verifier = app.state.verifier
+    log.info("verifier home %s, store %s, appraisal policy %s", home.root, v.store.kind,
+             v.policy.policy_id)
+    log.info("verifier listening on http://%s:%d", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0

@@ -104,6 +104,8 @@ def strict_json_loads(
         raise EncodingError(f"JSON nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
         raise EncodingError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise EncodingError(f"malformed JSON: {exc}") from None
     _depth(value, max_depth)
     return value
 

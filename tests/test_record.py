@@ -134,3 +134,13 @@ def test_replace_sets_and_removes_nested_fields() -> None:
 def test_every_leaf_is_in_the_complete_fixture() -> None:
     record = RunRecord.from_json(COMPLETE.read_bytes())
     assert [p for p in leaf_paths() if not record.is_present(p)] == []
+
+
+def test_huge_integer_is_an_encoding_error_not_a_value_error() -> None:
+    from bytereplay.encoding import strict_json_loads
+    from bytereplay.errors import EncodingError
+
+    with pytest.raises(EncodingError, match="malformed JSON"):
+        strict_json_loads("1" * 5000)
+    with pytest.raises(RecordError):
+        RunRecord.from_json('{"seed": ' + "9" * 5000 + "}")

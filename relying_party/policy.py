@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bytereplay
 from bytereplay.encoding import sha256_tag
 from bytereplay.errors import PolicyError
 from bytereplay.rego import load_regopy
+from bytereplay.resources import POLICY_DIRS, policies_dir
 from relying_party.decision import PolicyRef
 
 regopy = load_regopy()
@@ -167,26 +167,15 @@ def _located(path: str, source: bytes, exc: BaseException) -> PolicyError:
     return PolicyError(f"{where}: {msg}")
 
 
-_HERE = Path(__file__).resolve().parent
-# A wheel carries the repository's policies/ as package data, mapped to
-# bytereplay/policies/ (shared with the verifier's appraisal.rego) or to
-# relying_party/policies/; a source checkout or an editable install reads <repo>/policies/.
-_CANDIDATES = (
-    Path(bytereplay.__file__).resolve().parent / "policies",
-    _HERE / "policies",
-    _HERE.parent / "policies",
-)
-
-
 def shipped_dir() -> Path:
     """The folder that holds the shipped policies."""
-    for folder in _CANDIDATES:
-        if (folder / f"{SHIPPED[0]}.rego").is_file():
-            return folder
-    raise PolicyError(
-        "the shipped policies are not installed (looked in "
-        + ", ".join(str(c) for c in _CANDIDATES) + "); give a path to a .rego file"
-    )
+    folder = policies_dir(f"{SHIPPED[0]}.rego")
+    if folder is None:
+        raise PolicyError(
+            "the shipped policies are not installed (looked in "
+            + ", ".join(str(c) for c in POLICY_DIRS) + "); give a path to a .rego file"
+        )
+    return folder
 
 
 def resolve(spec: str | Path) -> tuple[str, Path]:

@@ -21,9 +21,10 @@ from bytereplay.eat import NONCE_DEFAULT, NONCE_MAX, NONCE_MIN
 from bytereplay.errors import UsageError
 from bytereplay.home import Home
 from bytereplay.keys import DEFAULT_ALG, EXTERNAL_ALGS, SIGNING_ALGS
+from bytereplay.resources import shipped_policy
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_POLICY = REPO / "policies" / "appraisal.rego"
+DEFAULT_POLICY = shipped_policy("appraisal.rego")
 DEFAULT_MODEL_DIR = REPO / "fixtures" / "model"
 STORES = ("sqlite", "redis")
 NONCE_MODES = ("required", "store-if-known")

@@ -99,6 +99,7 @@ def model_digest(model_dir: str | os.PathLike[str], progress: Progress | None = 
     h = hashlib.sha256(DIGEST_DOMAIN)
     done = 0
     next_step = 5
+    last_pct = -1
     if report is not None:
         report(f"model digest: {len(files)} files, {total / 1e6:.1f} MB")
     for f in files:
@@ -117,12 +118,13 @@ def model_digest(model_dir: str | os.PathLike[str], progress: Progress | None = 
                         pct = done * 100 // total
                         report(f"model digest: {pct}% ({done / 1e6:.1f}/{total / 1e6:.1f} MB)")
                         next_step = pct + 5
+                        last_pct = pct
         except OSError as exc:
             raise ModelDirError(f"cannot read {f.relpath}: {exc.strerror}") from None
         if seen != f.size:
             raise ModelDirError(f"{f.relpath} changed size while it was being hashed")
-    if report is not None and next_step <= 100:
-        report("model digest: 100%")
+    if report is not None and last_pct < 100:
+        report(f"model digest: 100% ({done / 1e6:.1f}/{total / 1e6:.1f} MB)")
     return "sha-256:" + h.hexdigest()
 
 

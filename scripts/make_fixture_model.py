@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def build_tokenizer(out: Path) -> int:
     tok.post_processor = processors.TemplateProcessing(
         single=f"{SPECIAL} $A", pair=f"{SPECIAL} $A {SPECIAL} $B", special_tokens=[(SPECIAL, bos_id)]
     )
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token=SPECIAL,
         eos_token=SPECIAL,
@@ -118,7 +119,7 @@ def build_weights(vocab_size: int, bos_id: int) -> tuple[object, dict[str, objec
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
+    config_kwargs: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=192,
         intermediate_size=512,
@@ -137,6 +138,7 @@ def build_weights(vocab_size: int, bos_id: int) -> tuple[object, dict[str, objec
         mlp_bias=False,
         initializer_range=0.02,
     )
+    config = LlamaConfig(**config_kwargs)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     rng = np.random.RandomState(SEED)
@@ -160,8 +162,8 @@ def build_weights(vocab_size: int, bos_id: int) -> tuple[object, dict[str, objec
             raise SystemExit(f"unexpected parameter {name} {shape}")
         state[name] = torch.from_numpy(arr)
     model = LlamaForCausalLM(config)
-    model.load_state_dict(state, strict=True)  # type: ignore[arg-type]
-    model.eval()
+    model.load_state_dict(state, strict=True)
+    model.eval()  # type: ignore[no-untyped-call]
     return model, state
 
 
@@ -176,9 +178,10 @@ def build(out: Path) -> None:
     bos_id = next(t["id"] for t in tok_json["added_tokens"] if t["content"] == SPECIAL)
     model, _ = build_weights(vocab_size, bos_id)
     model.save_pretrained(str(out), safe_serialization=True)  # type: ignore[attr-defined]
+    (out / "model.safetensors").chmod(0o644)  # safetensors writes 0600
     # The engine reads the model id from here (see attester.engine.model_id_for).
     _patch_json(out / "config.json", _name_or_path=MODEL_ID)
-    GenerationConfig(
+    GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=bos_id, eos_token_id=bos_id, pad_token_id=bos_id, do_sample=False
     ).save_pretrained(str(out))
     (out / "README.md").write_text(
@@ -196,9 +199,7 @@ def check_loads(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(out), local_files_only=True, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True, dtype=torch.float32)
     n = sum(p.numel() for p in model.parameters())
     ids = tok("Replay the bytes", return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -218,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     from attester.model_digest import model_digest
 
     if args.check:

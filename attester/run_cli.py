@@ -1,0 +1,107 @@
+"""`bytereplay run`: one deterministic inference, its output and its hash.
+
+    bytereplay run --prompt TEXT [--template T] [--seed N] [--max-new-tokens N]
+                   [--temperature X] [--top-k K] [--top-p P] [--stop S ...]
+                   [--model DIR] [--dtype D] [--threads N] [--json]
+
+Prints the output text and then its `sha-256:<hex>` hash; with `--json` prints
+`{"output", "output_hash", "record"}`. Bad input: one line on stderr, exit 2.
+`python -m attester.run_cli ...` takes the same options (no `bytereplay` needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bytereplay.errors import BytereplayError
+
+if TYPE_CHECKING:
+    from attester.engine import EngineSettings, InferenceRequest
+
+
+def _settings_and_request(args: argparse.Namespace) -> tuple[EngineSettings, InferenceRequest]:
+    from attester.engine import (
+        DEFAULT_TEMPLATE,
+        DecodePolicy,
+        EngineSettings,
+        InferenceRequest,
+    )
+
+    stop = args.stop if args.stop is not None else []
+    policy = DecodePolicy(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop=tuple(stop),
+    )
+    template = args.template if args.template is not None else DEFAULT_TEMPLATE
+    request = InferenceRequest(input=args.prompt, template=template, decode=policy)
+    settings = EngineSettings(
+        model_dir=Path(args.model) if args.model else None,
+        dtype=args.dtype,
+        threads=args.threads,
+    )
+    return settings, request
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Handler for `bytereplay run` (argparse dests: prompt, template, seed,
+    max_new_tokens, temperature, top_k, top_p, stop, model, dtype, threads, json)."""
+    from attester.engine import Engine
+
+    settings, request = _settings_and_request(args)
+    progress = None
+    if sys.stderr.isatty() and not args.json:
+        progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    engine = Engine(settings, progress=progress)
+    result = engine.generate(request)
+    if args.json:
+        doc = {
+            "output": result.output,
+            "output_hash": result.output_hash,
+            "record": result.record.to_dict(),
+        }
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(result.output + "\n")
+        sys.stdout.write(result.output_hash + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The same options as `bytereplay run`, for `python -m attester.run_cli`."""
+    p = argparse.ArgumentParser(prog="python -m attester.run_cli", description=__doc__)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--template", default=None, help="prompt template; '{input}' marks the input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=None, help="stop sequence (repeatable)")
+    p.add_argument("--model", default=None, help="local Hugging Face model directory")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_run(args)
+    except BytereplayError as exc:
+        print(f"bytereplay run: error: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

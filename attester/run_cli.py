@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bytereplay.errors import BytereplayError
-
 if TYPE_CHECKING:
     from attester.engine import EngineSettings, InferenceRequest
 
@@ -45,8 +43,8 @@ def _settings_and_request(args: argparse.Namespace) -> tuple[EngineSettings, Inf
     request = InferenceRequest(input=args.prompt, template=template, decode=policy)
     settings = EngineSettings(
         model_dir=Path(args.model) if args.model else None,
-        dtype=args.dtype,
-        threads=args.threads,
+        dtype=args.dtype or "float32",
+        threads=args.threads if args.threads is not None else 1,
     )
     return settings, request
 
@@ -76,31 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The same options as `bytereplay run`, for `python -m attester.run_cli`."""
-    p = argparse.ArgumentParser(prog="python -m attester.run_cli", description=__doc__)
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--template", default=None, help="prompt template; '{input}' marks the input")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--stop", action="append", default=None, help="stop sequence (repeatable)")
-    p.add_argument("--model", default=None, help="local Hugging Face model directory")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", action="store_true")
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return cmd_run(args)
-    except BytereplayError as exc:
-        print(f"bytereplay run: error: {exc.detail}", file=sys.stderr)
-        return 2
+    """`python -m attester.run_cli ...` is `bytereplay run ...`: one parser for both."""
+    from bytereplay.cli import main as cli_main
+
+    return cli_main(["run", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ def _decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--stop", action="append", default=None, help="stop sequence (repeatable)")
     p.add_argument("--model", default=None, help="local Hugging Face model directory")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1)")
 
 
 def _serve_flags(p: argparse.ArgumentParser, port: int) -> None:

@@ -26,6 +26,7 @@ SIGNING_ALGS: tuple[str, ...] = ("ES256", "ES384", "EdDSA", "PS384")
 # Algorithms accepted from external attestation services (their tokens, their JWKS).
 EXTERNAL_ALGS: tuple[str, ...] = ("RS256", "PS384", "ES256", "ES384")
 DEFAULT_ALG = "ES256"
+MIN_RSA_BITS = 2048
 REFUSED_ALGS = frozenset({"none", "HS256", "HS384", "HS512"})
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -75,24 +76,25 @@ def public_jwk(key: PrivateKey | PublicKey, *, use: str = "sig") -> dict[str, An
     return out
 
 
-def jwk_thumbprint(jwk: dict[str, Any]) -> str:
-    """RFC 7638 SHA-256 thumbprint, unpadded base64url."""
+def thumbprint_bytes(jwk: dict[str, Any]) -> bytes:
+    """The raw 32-byte RFC 7638 thumbprint, as used in the quote's report data."""
     members = _THUMBPRINT_MEMBERS.get(str(jwk.get("kty")))
     if members is None:
         raise SignatureError(f"unsupported key type {jwk.get('kty')!r}")
-    try:
-        required = {m: jwk[m] for m in members}
-    except KeyError as exc:
-        raise SignatureError(f"JWK lacks member {exc.args[0]!r}") from None
-    text = json.dumps(required, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return b64url_encode(hashlib.sha256(text.encode("utf-8")).digest())
+    required: dict[str, str] = {}
+    for name in members:
+        value = jwk.get(name)
+        # Every required member is base64url or a registered name: plain ASCII text.
+        if not isinstance(value, str) or not value.isascii():
+            raise SignatureError(f"JWK member {name!r} is missing or not ASCII text")
+        required[name] = value
+    text = json.dumps(required, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("ascii")).digest()
 
 
-def thumbprint_bytes(jwk: dict[str, Any]) -> bytes:
-    """The raw 32-byte thumbprint, as used in the quote's report data."""
-    text = json.dumps({m: jwk[m] for m in _THUMBPRINT_MEMBERS[jwk["kty"]]},
-                      sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).digest()
+def jwk_thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 SHA-256 thumbprint, unpadded base64url."""
+    return b64url_encode(thumbprint_bytes(jwk))
 
 
 def key_from_jwk(jwk: dict[str, Any]) -> PublicKey:
@@ -119,6 +121,8 @@ def key_from_jwk(jwk: dict[str, Any]) -> PublicKey:
         raise SignatureError(f"unusable JWK: {exc}") from None
     if not isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
         raise SignatureError("a JWK must carry a public key")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise SignatureError(f"RSA key of {key.key_size} bits refused; at least {MIN_RSA_BITS} required")
     return key
 
 

@@ -16,8 +16,10 @@ Claims (names in `bytereplay.eat`):
     bytereplay.request        {"input", "template", "decode": {...}} for replay
     bytereplay.quote          the TEE provider's quote, report data =
                               SHA-512(nonce || record digest || key thumbprint)
-    bytereplay.external_tokens  optional: attestation-service JWTs (list of text),
-                              appraised by the verifier
+    bytereplay.external_tokens  optional (`eat.EXTERNAL_TOKENS`): attestation-service
+                              JWTs, a list of at most `eat.MAX_EXTERNAL_TOKENS` texts of
+                              at most `eat.MAX_EXTERNAL_TOKEN_CHARS` characters each,
+                              appraised by the verifier (verifier/external.py)
 
 JWT: `bytereplay.jose.sign_jwt`, header {"alg", "kid": <thumbprint>, "typ": "eat+jwt"}.
 
@@ -36,6 +38,7 @@ in the JWT form. It does NOT check the quote: call `verify_evidence` (or
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -67,7 +70,7 @@ from bytereplay.errors import (
     SignatureError,
     TooLargeError,
 )
-from bytereplay.jose import check_header, parse_unverified, sign_jwt, verify_jwt
+from bytereplay.jose import check_header, parse_jwt, sign_jwt, verify_parsed
 from bytereplay.keys import (
     SIGNING_ALGS,
     PublicKey,
@@ -98,7 +101,7 @@ CNF_COSE_KEY = 1  # RFC 8747: cnf {1: COSE_Key}
 
 # Optional: JWTs from external attestation services (Intel Trust Authority, NVIDIA NRAS
 # style) that the verifier checks against their JWKS (verifier/external.py reads it).
-EXTERNAL_TOKENS = "bytereplay.external_tokens"
+EXTERNAL_TOKENS = eat.EXTERNAL_TOKENS
 OPTIONAL_CLAIMS = (EXTERNAL_TOKENS,)
 CLAIMS = (eat.EAT_NONCE, eat.EAT_PROFILE, eat.IAT, eat.CNF, eat.MEASUREMENTS, eat.RECORD,
           eat.RECORD_DIGEST, eat.OUTPUT_HASH, eat.REQUEST, eat.QUOTE)
@@ -154,8 +157,25 @@ def build_claims(*, record: RunRecord, nonce: bytes, key: SigningKey, quote: Map
         eat.QUOTE: dict(quote),
     }
     if external_tokens is not None:
-        claims[EXTERNAL_TOKENS] = list(external_tokens)
+        tokens = list(external_tokens)
+        check_external_tokens(tokens)
+        claims[EXTERNAL_TOKENS] = tokens
     return claims
+
+
+def check_external_tokens(tokens: Any) -> None:
+    """The shape of the optional `bytereplay.external_tokens` claim: a list of at most
+    `eat.MAX_EXTERNAL_TOKENS` texts of at most `eat.MAX_EXTERNAL_TOKEN_CHARS` characters.
+    Their content is the verifier's to appraise (verifier/external.py)."""
+    if not isinstance(tokens, list) or len(tokens) > eat.MAX_EXTERNAL_TOKENS:
+        raise EvidenceError(f"{EXTERNAL_TOKENS} must be a list of at most "
+                            f"{eat.MAX_EXTERNAL_TOKENS} JWT texts")
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise EvidenceError(f"{EXTERNAL_TOKENS}[{i}] is not text (a JWT)")
+        if len(token) > eat.MAX_EXTERNAL_TOKEN_CHARS:
+            raise EvidenceError(f"{EXTERNAL_TOKENS}[{i}] is {len(token)} characters; the "
+                                f"limit is {eat.MAX_EXTERNAL_TOKEN_CHARS}")
 
 
 # -- COSE helpers ---------------------------------------------------------------------
@@ -168,8 +188,9 @@ def jwk_to_cose_key(jwk: Mapping[str, Any]) -> dict[int, Any]:
     """A public JWK as a COSE_Key (RFC 9053): kty, alg and the public parameters only."""
     kty = jwk.get("kty")
     alg = COSE_ALG_IDS.get(str(jwk.get("alg")))
+    crv = jwk.get("crv")
     out: dict[int, Any]
-    if kty == "EC" and jwk.get("crv") in _EC2_CRV:
+    if kty == "EC" and isinstance(crv, str) and crv in _EC2_CRV:
         out = {1: 2, -1: _EC2_CRV[jwk["crv"]], -2: b64url_decode(jwk["x"]),
                -3: b64url_decode(jwk["y"])}
     elif kty == "OKP" and jwk.get("crv") == "Ed25519":
@@ -191,7 +212,7 @@ def cose_key_to_jwk(ck: Any) -> dict[str, Any]:
     if not isinstance(ck, dict) or not all(isinstance(k, int) for k in ck):
         raise EvidenceError("cnf: a COSE_Key is a map with integer labels")
     kty = ck.get(1)
-    if isinstance(kty, bool) or kty not in _COSE_KEY_PARAMS:
+    if not _is_int(kty) or kty not in _COSE_KEY_PARAMS:
         raise EvidenceError(f"cnf: unsupported COSE key type {kty!r}")
     params = _COSE_KEY_PARAMS[kty]
     extra = set(ck) - {1, 3, *params}
@@ -206,7 +227,7 @@ def cose_key_to_jwk(ck: Any) -> dict[str, Any]:
         raise EvidenceError("cnf: COSE_Key key parameters must be byte strings")
     jwk: dict[str, Any]
     if kty == 2:
-        crv = _EC2_CRV_NAMES.get(ck[-1]) if isinstance(ck[-1], int) else None
+        crv = _EC2_CRV_NAMES.get(ck[-1]) if _is_int(ck[-1]) else None
         if crv is None:
             raise EvidenceError(f"cnf: unsupported EC2 curve {ck[-1]!r}")
         jwk = {"kty": "EC", "crv": crv, "x": b64url_encode(ck[-2]), "y": b64url_encode(ck[-3])}
@@ -221,9 +242,15 @@ def cose_key_to_jwk(ck: Any) -> dict[str, Any]:
     except SignatureError as exc:
         raise EvidenceError(f"cnf: {exc.detail}") from None
     out = public_jwk(key)
-    if 3 in ck and COSE_ALG_NAMES.get(ck[3]) != out["alg"]:
+    if 3 in ck and (not _is_int(ck[3]) or COSE_ALG_NAMES.get(ck[3]) != out["alg"]):
         raise EvidenceError(f"cnf: COSE_Key alg {ck[3]!r} does not fit the key")
     return out
+
+
+def _is_int(value: Any) -> bool:
+    """An integer label or value (CBOR decodes arrays and maps too: unhashable, and
+    `true` is no integer here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _coord_len(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> int:
@@ -407,32 +434,72 @@ def _cnf_jwk(claims: Mapping[str, Any]) -> dict[str, Any]:
     return jwk
 
 
-def _decode_jwt(token: str, max_bytes: int) -> DecodedEvidence:
-    header, payload = parse_unverified(token, max_bytes=max_bytes)
-    try:  # pyjwt reads the signature leniently; one signature, one text
-        b64url_decode(token.rsplit(".", 1)[1])
-    except EncodingError:
-        raise EncodingError("JWT signature is not canonical unpadded base64url") from None
-    alg = check_header(header, SIGNING_ALGS)
-    typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower() not in (JWT_TYP, eat.MEDIA_JWT):
-        raise EvidenceError(f"JWT evidence has typ {typ!r}; expected {JWT_TYP!r}")
-    jwk = _cnf_jwk(payload)
+@dataclass(frozen=True)
+class _CnfKey:
+    """What a `cnf` JWK yields: the key, the thumbprint of the JWK as sent, and the
+    normalised public JWK (`public_jwk`) with its thumbprint, as text and raw bytes."""
+
+    public: PublicKey
+    thumb: str
+    jwk: dict[str, Any]
+    norm_thumb: str
+    norm_thumb_bytes: bytes
+
+
+def _cnf_key_uncached(jwk: dict[str, Any]) -> _CnfKey:
     try:
         public = key_from_jwk(jwk)
         thumb = jwk_thumbprint(jwk)
     except SignatureError as exc:
         raise EvidenceError(f"cnf.jwk: {exc.detail}") from None
+    norm = public_jwk(public)
+    return _CnfKey(public, thumb, norm, jwk_thumbprint(norm), thumbprint_bytes(norm))
+
+
+@functools.lru_cache(maxsize=256)
+def _cnf_key_cached(items: tuple[tuple[str, str], ...]) -> _CnfKey:
+    return _cnf_key_uncached(dict(items))
+
+
+_CNF_CACHE_MAX_CHARS = 4096  # an RSA-3072 JWK is about 600 characters
+
+
+def _cnf_key(jwk: dict[str, Any]) -> _CnfKey:
+    """`_cnf_key_uncached`, memoised by the JWK's members when they are all text and
+    short (an attester's key is the same on every Evidence; parsing it is a pure function
+    of them; padded JWKs are not kept). The normalised JWK is copied out: callers may keep
+    and change it."""
+    if all(isinstance(v, str) for v in jwk.values()) and \
+            sum(len(k) + len(v) for k, v in jwk.items()) <= _CNF_CACHE_MAX_CHARS:
+        found = _cnf_key_cached(tuple(sorted(jwk.items())))
+    else:
+        found = _cnf_key_uncached(jwk)
+    return _CnfKey(found.public, found.thumb, dict(found.jwk), found.norm_thumb,
+                   found.norm_thumb_bytes)
+
+
+def _decode_jwt(token: str, max_bytes: int) -> DecodedEvidence:
+    # One strict parse (all three parts canonical base64url: one token, one text) that
+    # both the checks below and the signature check use.
+    parsed = parse_jwt(token, max_bytes=max_bytes)
+    header, payload = parsed.header, parsed.payload
+    alg = check_header(header, SIGNING_ALGS)
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in (JWT_TYP, eat.MEDIA_JWT):
+        raise EvidenceError(f"JWT evidence has typ {typ!r}; expected {JWT_TYP!r}")
+    jwk = _cnf_jwk(payload)
+    cnf = _cnf_key(jwk)
+    thumb, public = cnf.thumb, cnf.public
     if jwk.get("kid", thumb) != thumb:
         raise EvidenceError("cnf.jwk kid is not the key's RFC 7638 thumbprint")
     if header.get("kid") != thumb:
         raise SignatureError("the JWT kid is not the RFC 7638 thumbprint of the cnf key")
     _check_key_alg(public, jwk.get("alg", alg), alg)
-    claims = verify_jwt(token, {thumb: public}, algorithms=(alg,), require=("iat",),
-                        leeway=IAT_LEEWAY_S, max_bytes=max_bytes)
+    claims = verify_parsed(parsed, {thumb: public}, algorithms=(alg,), require=("iat",),
+                           leeway=IAT_LEEWAY_S)
     if eat.EAT_NONCE in claims and not isinstance(claims[eat.EAT_NONCE], str):
         raise EvidenceError("eat_nonce in a JWT is unpadded base64url text")
-    return _finish("jwt", alg, claims, public, public_jwk(public))
+    return _finish("jwt", alg, claims, public, cnf.jwk, cnf.norm_thumb, cnf.norm_thumb_bytes)
 
 
 def _check_key_alg(public: PublicKey, declared: Any, alg: str) -> None:
@@ -455,9 +522,9 @@ def _cose_header(protected_bytes: bytes) -> tuple[str, bytes]:
         if label not in H_ALLOWED:
             raise SignatureError(f"COSE header label {label!r} is not allowed")
     alg_id = header.get(H_ALG)
-    if isinstance(alg_id, int) and alg_id in COSE_HMAC_IDS:
+    if _is_int(alg_id) and alg_id in COSE_HMAC_IDS:
         raise SignatureError("COSE HMAC algorithms are refused: only asymmetric algorithms")
-    if alg_id not in COSE_ALG_NAMES:
+    if not _is_int(alg_id) or alg_id not in COSE_ALG_NAMES:
         raise SignatureError(f"COSE algorithm {alg_id!r} is not allowed; "
                              f"allowed: {sorted(COSE_ALG_NAMES)}")
     alg = check_alg(COSE_ALG_NAMES[alg_id])
@@ -537,16 +604,17 @@ def _decode_cwt(data: bytes, max_bytes: int) -> DecodedEvidence:
     if not isinstance(signature, bytes):
         raise EvidenceError("COSE_Sign1 signature is a byte string")
     claims = _cbor_claims_to_json(cbor_loads(payload, max_bytes=max_bytes))
-    jwk = _cnf_jwk(claims)
-    public = key_from_jwk(jwk)
-    if thumbprint_bytes(jwk) != kid:
+    jwk = _cnf_jwk(claims)  # already normalised by cose_key_to_jwk
+    cnf = _cnf_key(jwk)
+    public = cnf.public
+    if cnf.norm_thumb_bytes != kid:
         raise SignatureError("the COSE kid is not the RFC 7638 thumbprint of the cnf key")
     _check_key_alg(public, jwk.get("alg"), alg)
     _cose_verify(public, alg, signature, _sig_structure(protected, payload))
     iat = claims.get(eat.IAT)
     if isinstance(iat, int) and not isinstance(iat, bool) and iat > time.time() + IAT_LEEWAY_S:
         raise SignatureError("evidence issued in the future (iat)")
-    return _finish("cwt", alg, claims, public, jwk)
+    return _finish("cwt", alg, claims, public, jwk, cnf.norm_thumb, cnf.norm_thumb_bytes)
 
 
 def _has_tag(value: Any) -> bool:
@@ -560,13 +628,16 @@ def _has_tag(value: Any) -> bool:
 
 
 def _finish(fmt: str, alg: str, claims: dict[str, Any], public: PublicKey,
-            jwk: dict[str, Any]) -> DecodedEvidence:
+            jwk: dict[str, Any], thumb: str, thumb_bytes: bytes) -> DecodedEvidence:
+    """`jwk` is the normalised public JWK; `thumb`/`thumb_bytes` its RFC 7638 thumbprint."""
     missing = [c for c in CLAIMS if c not in claims]
     if missing:
         raise EvidenceError(f"evidence lacks claims: {', '.join(missing)}")
     unknown = sorted(set(claims) - set(CLAIMS) - set(OPTIONAL_CLAIMS))
     if unknown:
         raise EvidenceError(f"evidence carries unknown claims: {', '.join(unknown)}")
+    if EXTERNAL_TOKENS in claims:
+        check_external_tokens(claims[EXTERNAL_TOKENS])
     if claims[eat.EAT_PROFILE] != eat.PROFILE:
         raise EvidenceError(f"eat_profile is {claims[eat.EAT_PROFILE]!r}; expected {eat.PROFILE!r}")
     try:
@@ -594,10 +665,9 @@ def _finish(fmt: str, alg: str, claims: dict[str, Any], public: PublicKey,
             or not isinstance(quote.get("simulated"), bool):
         raise EvidenceError(f"{eat.QUOTE} must be an object with 'provider' and 'simulated'")
     _check_request(claims[eat.REQUEST], record)
-    thumb = jwk_thumbprint(jwk)
     return DecodedEvidence(
         format=fmt, alg=alg, claims=claims, record=record, nonce=nonce, jwk=jwk,
-        public_key=public, key_thumbprint=thumb, key_thumbprint_bytes=thumbprint_bytes(jwk),
+        public_key=public, key_thumbprint=thumb, key_thumbprint_bytes=thumb_bytes,
         iat=iat,
     )
 

@@ -40,6 +40,7 @@ CLAIM = "bytereplay.claim"
 NOT_COVERED_CLAIM = "bytereplay.not_covered"
 TEE = "bytereplay.tee"
 CHECKS = "bytereplay.checks"
+REASONS = "bytereplay.reasons"
 MAX_EAR_BYTES = 512 * 1024
 
 

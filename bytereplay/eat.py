@@ -24,6 +24,11 @@ RECORD_DIGEST = "bytereplay.record_digest"
 OUTPUT_HASH = "bytereplay.output_hash"
 REQUEST = "bytereplay.request"  # {"input", "template", "decode": {...}} for replay
 QUOTE = "bytereplay.quote"  # {"provider", "simulated", ...provider fields}
+# Optional: JWTs from attestation services (Intel Trust Authority, NVIDIA NRAS style), a
+# list of texts, appraised by the verifier (verifier/external.py) against their JWKS.
+EXTERNAL_TOKENS = "bytereplay.external_tokens"
+MAX_EXTERNAL_TOKENS = 8
+MAX_EXTERNAL_TOKEN_CHARS = 64 * 1024
 
 # CWT integer labels for the registered claims (RFC 8392, RFC 9711).
 CWT_LABELS: dict[str, int] = {IAT: 6, CNF: 8, EAT_NONCE: 10, EAT_PROFILE: 265}

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import re
+from json.encoder import encode_basestring as _encode_str
 from typing import Any
 
 import cbor2
@@ -23,7 +24,6 @@ from bytereplay.errors import EncodingError, TooLargeError
 HASH_PREFIX = "sha-256:"
 HASH_RE = re.compile(r"^sha-256:[0-9a-f]{64}$")
 OCI_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 MAX_JSON_DEPTH = 32
 
 
@@ -36,22 +36,121 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL_VALUE = {c: i for i, c in enumerate(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64url_decode(text: str) -> bytes:
-    """Strict unpadded base64url: refuses padding, other alphabets and stray bytes."""
-    if not isinstance(text, str) or not _B64URL_RE.match(text) or len(text) % 4 == 1:
-        raise EncodingError("not unpadded base64url text")
+    """Strict unpadded base64url: refuses padding, other alphabets and stray bytes.
+
+    Only the canonical text of a value is accepted (one value, one text), so every
+    refusal says "not canonical" / "non-canonical".
+    """
+    if not isinstance(text, str) or not text.isascii() or len(text) % 4 == 1 \
+            or "=" in text or "+" in text or "/" in text:
+        raise EncodingError("not canonical unpadded base64url text")
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise EncodingError(f"not unpadded base64url text: {exc}") from None
-    if b64url_encode(data) != text:
-        # Non-canonical trailing bits would let two texts name one value.
+        # With '+', '/' and '=' refused above, strict mode accepts exactly the base64url
+        # alphabet (the padding is ours): no whitespace, no stray characters.
+        data = binascii.a2b_base64(
+            text.encode("ascii").translate(_URL_TO_STD) + b"=" * (-len(text) % 4),
+            strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise EncodingError("not canonical unpadded base64url text") from None
+    # Non-canonical trailing bits would let two texts name one value: the bits of the
+    # last character that encode no byte must be zero.
+    rest = len(text) % 4
+    if rest and _B64URL_VALUE[text[-1]] & (0x0F if rest == 2 else 0x03):
         raise EncodingError("non-canonical base64url text")
     return data
 
 
+class _NotFast(Exception):
+    """`_jcs_fast` met something only `rfc8785` itself may decide."""
+
+
+_JCS_INT_MAX = 2**53 - 1  # rfc8785's integer domain: |n| <= 2**53 - 1
+
+
+def _jcs_float(f: float) -> str:
+    """ECMAScript Number::toString of `f` for the cases where it is Python's repr (or the
+    integer's digits); anything else goes back to rfc8785."""
+    if f.is_integer():
+        if -_JCS_INT_MAX <= f <= _JCS_INT_MAX:
+            return str(int(f))  # exact below 2**53; -0.0 reads "0"
+        raise _NotFast
+    text = repr(f)  # shortest round-trip digits, as ECMAScript; no exponent in 1e-4..1e16
+    if "e" in text or "n" in text:  # exponent forms differ; inf/nan are refused by rfc8785
+        raise _NotFast
+    return text
+
+
+def _jcs_fast(value: Any, out: list[str]) -> None:
+    """RFC 8785 text of `value` for plain JSON types, byte for byte what rfc8785.dumps
+    writes: strings through the C JSON string encoder (the same escapes: `\\"`, `\\\\`,
+    `\\b\\f\\n\\r\\t`, other controls as lowercase `\\u00xx`, nothing else escaped),
+    object members sorted by key. Anything outside that subset raises `_NotFast`."""
+    t = type(value)
+    if t is str:
+        out.append(_encode_str(value))
+    elif t is dict:
+        if not value:
+            out.append("{}")
+            return
+        keys = list(value)
+        for k in keys:
+            if type(k) is not str or not k.isascii():  # code point order = UTF-16 order
+                raise _NotFast
+        keys.sort()
+        sep = "{"
+        for k in keys:
+            out.append(sep)
+            out.append(_encode_str(k))
+            out.append(":")
+            _jcs_fast(value[k], out)
+            sep = ","
+        out.append("}")
+    elif t is list or t is tuple:
+        if not value:
+            out.append("[]")
+            return
+        sep = "["
+        for item in value:
+            out.append(sep)
+            _jcs_fast(item, out)
+            sep = ","
+        out.append("]")
+    elif t is int:
+        if not -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+            raise _NotFast
+        out.append(str(value))
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif value is None:
+        out.append("null")
+    elif t is float:
+        out.append(_jcs_float(value))
+    else:
+        raise _NotFast
+
+
 def jcs(value: Any) -> bytes:
-    """RFC 8785 canonical JSON bytes."""
+    """RFC 8785 canonical JSON bytes.
+
+    Plain JSON values (exact dict/list/tuple/str/int/float/bool/None, ASCII object keys,
+    floats written the same way by Python and ECMAScript) take a fast path whose output
+    is byte-identical to `rfc8785.dumps`; everything else (and every refusal) is
+    rfc8785's own.
+    """
+    out: list[str] = []
+    try:
+        _jcs_fast(value, out)
+        return "".join(out).encode("utf-8")
+    except (_NotFast, UnicodeEncodeError, RecursionError):
+        pass
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
@@ -59,11 +158,13 @@ def jcs(value: Any) -> bytes:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise EncodingError(f"duplicate JSON key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # some key came twice: name the first repeated one
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise EncodingError(f"duplicate JSON key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -106,8 +207,16 @@ def strict_json_loads(
         raise EncodingError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:  # e.g. an integer past Python's digit limit
         raise EncodingError(f"malformed JSON: {exc}") from None
-    _depth(value, max_depth)
+    if _openers(text) + 1 > max_depth:  # else nothing can nest deeper than the limit
+        _depth(value, max_depth)
     return value
+
+
+def _openers(text: str) -> int:
+    """The count of `{` and `[` in the JSON `text` (inside strings too, which only makes it
+    larger). Plus one (a scalar inside the innermost container), it bounds the depth
+    `_depth` measures."""
+    return text.count("{") + text.count("[")
 
 
 def cbor_dumps(value: Any) -> bytes:

@@ -1,19 +1,35 @@
-"""JWT signing and strict verification with pinned algorithms (pyjwt underneath).
+"""JWT signing and strict verification with pinned algorithms.
 
 Before any signature check the header and payload are parsed strictly (duplicate
-keys, depth, size), and headers that would let a token choose its own key
-(`jku`, `x5u`, `jwk`, `x5c`) or demand extensions (`crit`) are refused: trust
-anchors are configured, never taken from the message itself.
+keys, depth, size, canonical unpadded base64url in all three parts), and headers that
+would let a token choose its own key (`jku`, `x5u`, `jwk`, `x5c`) or demand extensions
+(`crit`) are refused: trust anchors are configured, never taken from the message itself.
+
+Each token is parsed once (`parse_jwt`); `verify_parsed` checks the signature over the
+signing input directly with `cryptography` and then the registered claims the way
+pyjwt 2.x does (`require`, `iat`/`nbf`/`exp` with leeway, `iss`, `aud` when an audience
+is given, `sub`/`jti` types). `sign_jwt` writes tokens as pyjwt does, with `cryptography`.
 """
 
 from __future__ import annotations
 
+import calendar
+import json
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
-from bytereplay.encoding import b64url_decode, strict_json_loads
+from bytereplay.encoding import b64url_decode, b64url_encode, strict_json_loads
 from bytereplay.errors import BytereplayError, EncodingError, SignatureError, TooLargeError
 from bytereplay.keys import (
     SIGNING_ALGS,
@@ -26,36 +42,98 @@ from bytereplay.keys import (
 
 MAX_TOKEN_BYTES = 256 * 1024
 UNTRUSTED_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
+_PARTS = ("header", "payload", "signature")
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # = json.dumps(..., separators=...)
+_COMPACT_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 def sign_jwt(claims: Mapping[str, Any], key: SigningKey, *, typ: str = "JWT") -> str:
+    """A compact JWS of `claims` with header {"alg", "kid", "typ"}, as pyjwt writes it
+    (sorted compact header, compact payload, `datetime` times as seconds)."""
     check_alg(key.alg)
-    return jwt.encode(dict(claims), key.private, algorithm=key.alg,
-                      headers={"kid": key.kid, "typ": typ})
+    payload = dict(claims)
+    for name in ("exp", "iat", "nbf"):
+        if isinstance(payload.get(name), datetime):
+            payload[name] = calendar.timegm(payload[name].utctimetuple())
+    if "iss" in payload and not isinstance(payload["iss"], str):
+        raise TypeError("Issuer (iss) must be a string.")
+    header = _COMPACT_SORTED.encode({"alg": key.alg, "kid": key.kid, "typ": typ}).encode()
+    body = _COMPACT.encode(payload).encode()
+    signing_input = f"{b64url_encode(header)}.{b64url_encode(body)}"
+    signature = _sign(key, signing_input.encode("ascii"))
+    return f"{signing_input}.{b64url_encode(signature)}"
+
+
+def _sign(key: SigningKey, data: bytes) -> bytes:
+    priv = key.private
+    alg = key.alg
+    if alg in _EC_CURVES:
+        curve, hash_cls = _EC_CURVES[alg]
+        if not isinstance(priv, ec.EllipticCurvePrivateKey) or priv.curve.name != curve:
+            raise SignatureError(f"the signing key does not fit {alg}")
+        r, s_ = decode_dss_signature(priv.sign(data, ec.ECDSA(hash_cls())))
+        n = (priv.curve.key_size + 7) // 8
+        return r.to_bytes(n, "big") + s_.to_bytes(n, "big")
+    if alg == "EdDSA":
+        if not isinstance(priv, ed25519.Ed25519PrivateKey):
+            raise SignatureError("the signing key does not fit EdDSA")
+        return priv.sign(data)
+    if alg in _RSA_HASHES and isinstance(priv, rsa.RSAPrivateKey):
+        hash_alg = _RSA_HASHES[alg]()
+        pad: padding.AsymmetricPadding = (
+            padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size)
+            if alg.startswith("PS") else padding.PKCS1v15())
+        return priv.sign(data, pad, hash_alg)
+    raise SignatureError(f"the signing key does not fit {alg}")
+
+
+@dataclass(frozen=True)
+class ParsedJwt:
+    """A JWT parsed strictly but NOT verified: its header and payload objects, the bytes
+    its signature covers (`header.payload` as sent) and the raw signature."""
+
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+def parse_jwt(token: str, *, max_bytes: int = MAX_TOKEN_BYTES) -> ParsedJwt:
+    """Parse `token` strictly, once; verify it with `verify_parsed`."""
+    if not isinstance(token, str):
+        raise EncodingError("a JWT is text")
+    if len(token) > max_bytes:
+        raise TooLargeError(f"token is {len(token)} bytes; the limit is {max_bytes}")
+    token = token.strip()
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise EncodingError("a JWT has three dot-separated parts")
+    part = _PARTS[0]
+    try:
+        header = strict_json_loads(b64url_decode(parts[0]), max_bytes=max_bytes)
+        part = _PARTS[1]
+        payload = strict_json_loads(b64url_decode(parts[1]), max_bytes=max_bytes)
+        part = _PARTS[2]
+        signature = b64url_decode(parts[2])  # canonical signature text: one token, one spelling
+    except TooLargeError:
+        raise
+    except BytereplayError as exc:
+        raise EncodingError(f"malformed JWT {part}: {exc.detail}") from None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise EncodingError("JWT header and payload must be JSON objects")
+    # The text is ASCII: the base64url alphabet and two dots, checked above.
+    signing_input = token[:len(parts[0]) + 1 + len(parts[1])].encode("ascii")
+    return ParsedJwt(header, payload, signing_input, signature)
 
 
 def parse_unverified(
     token: str, *, max_bytes: int = MAX_TOKEN_BYTES
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload, parsed strictly but NOT verified. For routing only."""
-    if not isinstance(token, str):
-        raise EncodingError("a JWT is text")
-    if len(token) > max_bytes:
-        raise TooLargeError(f"token is {len(token)} bytes; the limit is {max_bytes}")
-    parts = token.strip().split(".")
-    if len(parts) != 3:
-        raise EncodingError("a JWT has three dot-separated parts")
-    try:
-        header = strict_json_loads(b64url_decode(parts[0]), max_bytes=max_bytes)
-        payload = strict_json_loads(b64url_decode(parts[1]), max_bytes=max_bytes)
-        b64url_decode(parts[2])  # canonical signature text: one token, one spelling
-    except TooLargeError:
-        raise
-    except BytereplayError as exc:
-        raise EncodingError(f"malformed JWT: {exc.detail}") from None
-    if not isinstance(header, dict) or not isinstance(payload, dict):
-        raise EncodingError("JWT header and payload must be JSON objects")
-    return header, payload
+    parsed = parse_jwt(token, max_bytes=max_bytes)
+    return parsed.header, parsed.payload
 
 
 def check_header(header: Mapping[str, Any], allowed: tuple[str, ...]) -> str:
@@ -79,6 +157,123 @@ def select_key(header: Mapping[str, Any], keys: Mapping[str, PublicKey]) -> Publ
     return keys[kid]
 
 
+# -- signatures -----------------------------------------------------------------------
+
+_EC_CURVES = {"ES256": ("secp256r1", hashes.SHA256), "ES384": ("secp384r1", hashes.SHA384)}
+_RSA_HASHES = {"RS256": hashes.SHA256, "PS384": hashes.SHA384}
+
+
+def verify_signature(alg: str, key: PublicKey, signing_input: bytes, signature: bytes) -> None:
+    """Check a JWS signature (ES256, ES384 as raw r||s; EdDSA; PS384; RS256) with `key`,
+    which must be of the type and curve `alg` names. Raises `SignatureError`."""
+    try:
+        if alg in _EC_CURVES:
+            curve, hash_cls = _EC_CURVES[alg]
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise SignatureError(f"token refused: the key is not an EC key, as {alg} needs")
+            if key.curve.name != curve:
+                raise SignatureError(f"token refused: the key's curve {key.curve.name!r} "
+                                     f"does not fit {alg} (curve {curve!r})")
+            n = (key.curve.key_size + 7) // 8
+            if len(signature) != 2 * n:
+                raise SignatureError("signature does not verify")
+            der = encode_dss_signature(int.from_bytes(signature[:n], "big"),
+                                       int.from_bytes(signature[n:], "big"))
+            key.verify(der, signing_input, ec.ECDSA(hash_cls()))
+        elif alg == "EdDSA":
+            if not isinstance(key, ed25519.Ed25519PublicKey):
+                raise SignatureError("token refused: the key is not an Ed25519 key, "
+                                     "as EdDSA needs")
+            key.verify(signature, signing_input)
+        elif alg in _RSA_HASHES:
+            if not isinstance(key, rsa.RSAPublicKey):
+                raise SignatureError(f"token refused: the key is not an RSA key, as {alg} needs")
+            hash_alg = _RSA_HASHES[alg]()
+            pad: padding.AsymmetricPadding = (
+                padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size)
+                if alg.startswith("PS") else padding.PKCS1v15())
+            key.verify(signature, signing_input, pad, hash_alg)
+        else:
+            raise SignatureError(f"token refused: algorithm {alg!r} is not supported")
+    except InvalidSignature:
+        raise SignatureError("signature does not verify") from None
+
+
+# -- claims (the checks pyjwt 2.x makes, with this module's messages) ------------------
+
+def _numeric(payload: Mapping[str, Any], name: str, what: str) -> int:
+    try:
+        return int(payload[name])
+    except (ValueError, TypeError, OverflowError):
+        raise SignatureError(f"token refused: {what} claim ({name}) must be an integer.") from None
+
+
+def check_claims(
+    payload: Mapping[str, Any],
+    *,
+    issuer: str | None = None,
+    audience: str | None = None,
+    leeway: float = 0.0,
+    require: tuple[str, ...] = (),
+    now: float | None = None,
+) -> None:
+    """Registered claims: required ones present (not null); `iat` and `nbf` not after
+    now + leeway; `exp` after now - leeway; `iss` equal to `issuer` when given; `aud`
+    holding `audience` when given (ignored otherwise); `sub` and `jti` text when present."""
+    for name in require:
+        if payload.get(name) is None:
+            raise SignatureError(f'token refused: Token is missing the "{name}" claim')
+    now = time.time() if now is None else now
+    if "iat" in payload and _numeric(payload, "iat", "Issued At") > now + leeway:
+        raise SignatureError("token not yet valid")
+    if "nbf" in payload and _numeric(payload, "nbf", "Not Before") > now + leeway:
+        raise SignatureError("token not yet valid")
+    if "exp" in payload and _numeric(payload, "exp", "Expiration Time") <= now - leeway:
+        raise SignatureError("token expired")
+    if issuer is not None:
+        if "iss" not in payload:
+            raise SignatureError('token refused: Token is missing the "iss" claim')
+        if payload["iss"] != issuer:
+            raise SignatureError("wrong issuer")
+    if audience is not None:
+        aud = payload.get("aud")
+        if not aud:
+            raise SignatureError('token refused: Token is missing the "aud" claim')
+        auds = [aud] if isinstance(aud, str) else aud
+        if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds) \
+                or audience not in auds:
+            raise SignatureError("wrong audience")
+    if "sub" in payload and not isinstance(payload["sub"], str):
+        raise SignatureError("token refused: Subject must be a string")
+    if "jti" in payload and not isinstance(payload["jti"], str):
+        raise SignatureError("token refused: JWT ID must be a string")
+
+
+def verify_parsed(
+    parsed: ParsedJwt,
+    keys: Mapping[str, PublicKey],
+    *,
+    algorithms: tuple[str, ...] = SIGNING_ALGS,
+    issuer: str | None = None,
+    audience: str | None = None,
+    leeway: float = 0.0,
+    require: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Verify a token parsed by `parse_jwt` against `keys` (kid -> public key); return its
+    claims (the parsed payload itself)."""
+    header = parsed.header
+    alg = check_header(header, algorithms)
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise SignatureError(f"unknown key id {header['kid']!r}")
+    if header.get("b64", True) is False:  # RFC 7797 needs `crit`, which is refused
+        raise SignatureError("token refused: an unencoded payload (b64: false) is not supported")
+    key = select_key(header, keys)
+    verify_signature(alg, key, parsed.signing_input, parsed.signature)
+    check_claims(parsed.payload, issuer=issuer, audience=audience, leeway=leeway,
+                 require=require)
+    return parsed.payload
+
+
 def verify_jwt(
     token: str,
     keys: Mapping[str, PublicKey],
@@ -91,28 +286,8 @@ def verify_jwt(
     max_bytes: int = MAX_TOKEN_BYTES,
 ) -> dict[str, Any]:
     """Verify `token` against configured `keys` (kid -> public key); return its claims."""
-    header, _ = parse_unverified(token, max_bytes=max_bytes)
-    alg = check_header(header, algorithms)
-    key = select_key(header, keys)
-    options: dict[str, Any] = {"require": list(require), "verify_aud": audience is not None}
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token.strip(), key, algorithms=[alg], issuer=issuer, audience=audience,
-            leeway=leeway, options=options,  # type: ignore[arg-type]
-        )
-    except jwt.ExpiredSignatureError:
-        raise SignatureError("token expired") from None
-    except jwt.ImmatureSignatureError:
-        raise SignatureError("token not yet valid") from None
-    except jwt.InvalidAudienceError:
-        raise SignatureError("wrong audience") from None
-    except jwt.InvalidIssuerError:
-        raise SignatureError("wrong issuer") from None
-    except jwt.InvalidSignatureError:
-        raise SignatureError("signature does not verify") from None
-    except jwt.PyJWTError as exc:
-        raise SignatureError(f"token refused: {exc}") from None
-    return claims
+    return verify_parsed(parse_jwt(token, max_bytes=max_bytes), keys, algorithms=algorithms,
+                         issuer=issuer, audience=audience, leeway=leeway, require=require)
 
 
 def keys_from_jwks(jwks: Any) -> dict[str, PublicKey]:

@@ -12,6 +12,8 @@ checklist in `bytereplay.checklist` names every leaf and a test keeps them in st
 from __future__ import annotations
 
 import dataclasses
+import json
+import operator
 import re
 import types
 from collections.abc import Callable, Iterator
@@ -228,18 +230,47 @@ class RunRecord:
 
     def to_json(self) -> bytes:
         """RFC 8785 canonical JSON bytes."""
-        return jcs(self.to_dict())
+        try:
+            plain = _plain_unbuild(self)
+        except _NotPlain:
+            return jcs(self.to_dict())
+        # Every leaf is text, a boolean or an integer ECMAScript writes exactly (floats of
+        # integer value became integers, other floats write their shortest repr without
+        # an exponent), and every key is an ASCII field name: here the C JSON encoder
+        # writes exactly the RFC 8785 bytes.
+        try:
+            return json.dumps({"schema": SCHEMA, **plain}, ensure_ascii=False, sort_keys=True,
+                              separators=(",", ":"), allow_nan=False).encode("utf-8")
+        except (UnicodeEncodeError, ValueError):  # lone surrogates: rfc8785 says why
+            return jcs(self.to_dict())
 
     def to_cbor(self) -> bytes:
         """Core deterministic CBOR bytes."""
         return cbor_dumps(self.to_dict())
 
     def digest(self) -> str:
-        """SHA-256 over the JCS encoding, as `sha-256:<hex>`."""
-        return sha256_tag(self.to_json())
+        """SHA-256 over the JCS encoding, as `sha-256:<hex>`.
+
+        Computed once per record: the record is frozen (and so is everything in it), so
+        the value is kept in a private attribute that equality, hashing and `replace`
+        never see."""
+        cached: str | None = self.__dict__.get("_digest")
+        if cached is None:
+            cached = sha256_tag(self.to_json())
+            object.__setattr__(self, "_digest", cached)
+        return cached
 
     def get(self, path: str) -> Any:
         """Value at a dotted path such as `gpu.arch`, or None when missing."""
+        getter = _GETTERS.get(path)
+        if getter is None:
+            getter = operator.attrgetter(path)
+            if len(_GETTERS) < 4096:
+                _GETTERS[path] = getter
+        try:
+            return getter(self)  # every step present: the C attribute walk
+        except AttributeError:  # a missing group on the way (or a wrong name): step by step
+            pass
         node: Any = self
         for part in path.split("."):
             if node is None:
@@ -254,6 +285,9 @@ class RunRecord:
     def replace(self, path: str, value: Any) -> RunRecord:
         """A copy with the dotted `path` set to `value` (None removes it)."""
         return _replace_in(self, path, value)  # type: ignore[no-any-return]
+
+
+_GETTERS: dict[str, operator.attrgetter[Any]] = {}
 
 
 def _replace_in(node: Any, path: str, value: Any) -> Any:
@@ -283,70 +317,206 @@ def _inner(tp: Any) -> Any:
     return tp
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
+_MAX_INT = 2**53
+
+
+Converter = Callable[[Any, str], Any]
+_CONVERTERS: dict[Any, Converter] = {}
+
+
+def _converter(tp: Any) -> Converter:
+    """The converter for annotation `tp` (without `| None`), made once per type."""
+    found = _CONVERTERS.get(tp)
+    if found is None:
+        found = _CONVERTERS[tp] = _make_converter(tp)
+    return found
+
+
+def _make_converter(tp: Any) -> Converter:
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecordError(path, "expected an object")
-        return _build(tp, value, path + ".")
-    origin = get_origin(tp)
-    if origin is tuple:
+        cls = tp
+
+        def convert_object(value: Any, path: str) -> Any:
+            if not isinstance(value, dict):
+                raise RecordError(path, "expected an object")
+            return _build(cls, value, path + ".")
+
+        return convert_object
+    if get_origin(tp) is tuple:
         item_tp = get_args(tp)[0]
-        if not isinstance(value, (list, tuple)):
-            raise RecordError(path, "expected an array")
-        return tuple(_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+        convert_item = _converter(item_tp)
+
+        def convert_tuple(value: Any, path: str) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise RecordError(path, "expected an array")
+            if item_tp is int and all(type(v) is int and -_MAX_INT <= v <= _MAX_INT
+                                      for v in value):
+                return tuple(value)  # what the item-by-item path returns for plain ints
+            if item_tp is str and all(type(v) is str and len(v) <= 4096 for v in value):
+                return tuple(value)
+            return tuple(convert_item(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+        return convert_tuple
     if tp is bool:
-        if not isinstance(value, bool):
-            raise RecordError(path, "expected true or false")
-        return value
+        def convert_bool(value: Any, path: str) -> Any:
+            if not isinstance(value, bool):
+                raise RecordError(path, "expected true or false")
+            return value
+
+        return convert_bool
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecordError(path, "expected an integer")
-        if abs(value) > 2**53:
-            raise RecordError(path, "integer out of range")
-        return value
+        def convert_int(value: Any, path: str) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RecordError(path, "expected an integer")
+            if abs(value) > _MAX_INT:
+                raise RecordError(path, "integer out of range")
+            return value
+
+        return convert_int
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecordError(path, "expected a number")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise RecordError(path, "expected a finite number")
-        return float(value)
+        def convert_float(value: Any, path: str) -> Any:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RecordError(path, "expected a number")
+            if value != value or value in (float("inf"), float("-inf")):
+                raise RecordError(path, "expected a finite number")
+            return float(value)
+
+        return convert_float
     if tp is str:
-        if not isinstance(value, str):
-            raise RecordError(path, "expected a string")
-        if len(value) > 4096:
-            raise RecordError(path, "string longer than 4096 characters")
-        return value
-    raise RecordError(path, f"unsupported type {tp!r}")  # pragma: no cover
+        def convert_str(value: Any, path: str) -> Any:
+            if not isinstance(value, str):
+                raise RecordError(path, "expected a string")
+            if len(value) > 4096:
+                raise RecordError(path, "string longer than 4096 characters")
+            return value
+
+        return convert_str
+
+    def unsupported(value: Any, path: str) -> Any:  # pragma: no cover
+        raise RecordError(path, f"unsupported type {tp!r}")
+
+    return unsupported
+
+
+class _Spec:
+    """How `_build` reads one dataclass: per field (converter, extra check or None, whether
+    the converter is the plain-text one); the all-None field values; whether instances
+    may be made without calling `__init__` (every field defaults to None, no
+    `__post_init__`: the state `__init__` would set is exactly those values)."""
+
+    __slots__ = ("defaults", "direct", "fields")
+
+    def __init__(self, cls: Any) -> None:
+        hints = _hints(cls)
+        self.fields: dict[str, tuple[Converter, Check | None, bool]] = {}
+        for f in dataclasses.fields(cls):
+            inner = _inner(hints[f.name])
+            self.fields[f.name] = (_converter(inner), f.metadata.get("check"), inner is str)
+        self.defaults = {f.name: None for f in dataclasses.fields(cls)}
+        self.direct = (
+            not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
+            and all(f.default is None and f.init for f in dataclasses.fields(cls)))
+
+
+_SPECS: dict[Any, _Spec] = {}
+
+
+def _spec(cls: Any) -> _Spec:
+    found = _SPECS.get(cls)
+    if found is None:
+        found = _SPECS[cls] = _Spec(cls)
+    return found
 
 
 def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
-    hints = _hints(cls)
+    spec = _spec(cls)
+    fields = spec.fields
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        path = prefix + str(key)
-        if key not in hints or key == "schema":
-            raise RecordError(path, "unknown field")
+        entry = fields.get(key) if isinstance(key, str) else None
+        if entry is None:
+            raise RecordError(prefix + str(key), "unknown field")
         if value is None:
             continue
-        converted = _convert(_inner(hints[key]), value, path)
-        check = cls.__dataclass_fields__[key].metadata.get("check")
+        convert, check, plain_text = entry
+        if plain_text and type(value) is str and len(value) <= 4096:
+            converted = value  # what the text converter returns, without the call
+        else:
+            converted = convert(value, prefix + key)
         if check is not None:
-            check(path, converted)
+            check(prefix + key, converted)
         kwargs[key] = converted
-    return cls(**kwargs)
+    if not spec.direct:
+        return cls(**kwargs)
+    obj = object.__new__(cls)  # a frozen dataclass: set its fields as __init__ would
+    state = obj.__dict__
+    state.update(spec.defaults)
+    state.update(kwargs)
+    return obj
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def _unbuild(node: Any) -> Any:
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+    names = _FIELD_NAMES.get(type(node))
+    if names is None and dataclasses.is_dataclass(node) and not isinstance(node, type):
+        names = _FIELD_NAMES[type(node)] = tuple(f.name for f in dataclasses.fields(node))
+    if names is not None:
         out = {}
-        for f in dataclasses.fields(node):
-            value = getattr(node, f.name)
+        for name in names:
+            value = getattr(node, name)
             if value is not None:
-                out[f.name] = _unbuild(value)
+                out[name] = value if type(value) in _SCALARS else _unbuild(value)
         return out
     if isinstance(node, tuple):
-        return [_unbuild(v) for v in node]
+        return [v if type(v) in _SCALARS else _unbuild(v) for v in node]
     return node
+
+
+class _NotPlain(Exception):
+    """A leaf the C JSON encoder would not write as RFC 8785 does."""
+
+
+_JCS_INT_MAX = 2**53 - 1  # rfc8785's integer domain
+
+
+def _plain_leaf(value: Any) -> Any:
+    t = type(value)
+    if t is str or t is bool:
+        return value
+    if t is int:
+        if -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+            return value
+        raise _NotPlain
+    if t is float:
+        if value.is_integer():
+            if -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+                return int(value)  # ECMAScript writes 1.0 as 1 (and -0.0 as 0)
+            raise _NotPlain
+        text = repr(value)
+        if "e" in text or "n" in text:  # exponent forms differ; inf and nan are refused
+            raise _NotPlain
+        return value  # the C encoder writes float.__repr__: the same shortest digits
+    if t is tuple:
+        return [_plain_leaf(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain_unbuild(value)
+    raise _NotPlain
+
+
+def _plain_unbuild(node: Any) -> dict[str, Any]:
+    """`_unbuild` for `to_json`'s fast path; raises `_NotPlain` where it cannot be used."""
+    names = _FIELD_NAMES.get(type(node))
+    if names is None:
+        names = _FIELD_NAMES[type(node)] = tuple(f.name for f in dataclasses.fields(node))
+    out = {}
+    for name in names:
+        value = getattr(node, name)
+        if value is not None:
+            out[name] = _plain_leaf(value)
+    return out
 
 
 def leaf_paths(cls: Any = RunRecord, prefix: str = "") -> Iterator[str]:

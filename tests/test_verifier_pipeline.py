@@ -200,6 +200,59 @@ def test_garbage_evidence_is_a_negative_ear(env: tuple[Verifier, EvidenceFactory
             sub["bytereplay.checks"]["signature"] != "ok"
 
 
+class _JunkCertProvider:
+    """The home's simulated TEE, but its attestation key certificate says X.509 version 60
+    (cryptography raises `InvalidVersion`, not a ValueError, on reading it)."""
+
+    name = "simulated"
+    simulated = True
+
+    def __init__(self, inner: SimulatedProvider) -> None:
+        self.inner = inner
+
+    def quote(self, report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
+        import base64
+
+        quote = self.inner.quote(report_data, measurements)
+        der = base64.b64decode(quote["cert_chain"][0])
+        at = der.find(b"\xa0\x03\x02\x01\x02")  # version [0] EXPLICIT INTEGER 2 (v3)
+        bad = der[:at + 4] + b"\x3b" + der[at + 5:]
+        return {**quote, "cert_chain": [base64.b64encode(bad).decode(), *quote["cert_chain"][1:]]}
+
+
+def test_junk_quote_certificate_is_a_failed_quote_check(
+        env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    issued = verifier.issue_nonce()
+    evidence = factory.make(issued.nonce, provider=_JunkCertProvider(factory.provider))
+    result = verifier.appraise(evidence, replay=False)
+    check_crypto_failure(result, "quote", "certificate cannot be read")
+    assert verifier.store.peek(issued.nonce) is not None  # unbound Evidence burns no nonce
+    assert verifier.appraise(factory.make(issued.nonce), replay=False).status == "warning"
+
+
+def test_external_tokens_claim_must_be_a_short_list_of_texts(
+        env: tuple[Verifier, EvidenceFactory]) -> None:
+    from attester.evidence import encode
+
+    verifier, factory = env
+    good = factory.make(verifier.issue_nonce().nonce)
+    assert isinstance(good, str)
+    for bad in ("a.b.c", [5], ["a.b.c"] * (eat.MAX_EXTERNAL_TOKENS + 1)):
+        claims = peek(good)
+        claims[eat.EXTERNAL_TOKENS] = bad
+        result = verifier.appraise(encode(claims, factory.key, "jwt"), replay=False)
+        check_crypto_failure(result, "decode", eat.EXTERNAL_TOKENS)
+
+
+def test_reasons_claim_name(env: tuple[Verifier, EvidenceFactory]) -> None:
+    from bytereplay import ear
+
+    verifier, factory = env
+    result = verifier.appraise(factory.make(verifier.issue_nonce().nonce), replay=False)
+    assert sub_of(result)[ear.REASONS]  # the simulated TEE's warning says why
+
+
 def test_oversized_evidence_is_a_transport_error(env: tuple[Verifier, EvidenceFactory]) -> None:
     verifier, _ = env
     with pytest.raises(TooLargeError):
@@ -378,7 +431,7 @@ def test_operator_policy_and_malfunction(tmp_path: Path) -> None:
 
 def test_policy_cache_and_impure_policies(tmp_path: Path) -> None:
     policy = AppraisalPolicy(DEFAULT_POLICY)
-    facts = {"evidence": {"decode": "failed"}, "nonce": "not-run", "tee": None,
+    facts: dict[str, Any] = {"evidence": {"decode": "failed"}, "nonce": "not-run", "tee": None,
              "reference": {}, "preflight": {"missing_before_replay": []}, "request": "not-run",
              "replay": {"verdict": "not-run"}, "external": {}}
     first = policy.evaluate(facts)
@@ -428,6 +481,9 @@ def test_unchecked_hardware_quote_affirms_nothing(tmp_path: Path) -> None:
     attacker = SigningKey.generate()
 
     class HandWritten:
+        name = "tsm"
+        simulated = False
+
         def quote(self, report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
             blob = bytearray(0x4A0)
             struct.pack_into("<I", blob, 0, 2)

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bytereplay.eat import EXTERNAL_TOKENS as EXTERNAL_TOKENS  # named once, in eat
 from bytereplay.errors import BytereplayError, SignatureError
 from bytereplay.jose import parse_unverified
 from bytereplay.jwks import KeySet
 from verifier.config import ExternalService
 
-EXTERNAL_TOKENS = "bytereplay.external_tokens"
 MAX_EXTERNAL_TOKENS = 8
 OK, FAILED, UNKNOWN_ISSUER = "ok", "failed", "unknown-issuer"
 

@@ -47,7 +47,7 @@ from bytereplay.preflight import PreflightReport, preflight
 from verifier import reference as reference_values
 from verifier.appraisal_policy import AppraisalPolicy
 from verifier.config import VerifierConfig
-from verifier.external import EXTERNAL_TOKENS, ExternalVerifier
+from verifier.external import ExternalVerifier
 from verifier.metrics import Metrics
 from verifier.nonces import IssuedNonce, NonceRefused, Store, open_store
 from verifier.replay import (
@@ -255,8 +255,8 @@ def step_preflight(a: Appraisal) -> None:
 
 def step_external(a: Appraisal, external: ExternalVerifier, attached: list[Any] | None) -> None:
     tokens: list[Any] = list(attached or [])
-    if a.decoded is not None and EXTERNAL_TOKENS in a.decoded.claims:
-        claimed = a.decoded.claims[EXTERNAL_TOKENS]
+    if a.decoded is not None and eat.EXTERNAL_TOKENS in a.decoded.claims:
+        claimed = a.decoded.claims[eat.EXTERNAL_TOKENS]
         tokens.extend(claimed if isinstance(claimed, list) else [claimed])
     if not tokens:
         return

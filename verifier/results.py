@@ -73,7 +73,7 @@ def extensions(
     if tee is not None:
         ext[ear.TEE] = tee
     if reasons:
-        ext["bytereplay.reasons"] = list(reasons)
+        ext[ear.REASONS] = list(reasons)
     return ext
 
 

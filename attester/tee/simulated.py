@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import secrets
 import shutil
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -275,11 +276,26 @@ class SimulatedProvider:
 
 # -- verification ---------------------------------------------------------------------
 
-def _load_anchor(pem: str) -> x509.Certificate:
+@dataclass(frozen=True)
+class _Anchor:
+    """A configured simulated CA, parsed once: the certificate and its DER."""
+
+    cert: x509.Certificate
+    der: bytes
+
+
+def _load_anchor(pem: str) -> _Anchor:
     try:
-        return x509.load_pem_x509_certificate(pem.encode("ascii"))
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+        return _Anchor(cert, cert.public_bytes(serialization.Encoding.DER))
     except (ValueError, UnicodeEncodeError) as exc:
         raise QuoteError(f"a configured simulated CA is not a PEM certificate: {exc}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _anchors(pems: tuple[str, ...]) -> tuple[_Anchor, ...]:
+    """The configured anchors, parsed once per configuration (a refusal is not cached)."""
+    return tuple(_load_anchor(pem) for pem in pems)
 
 
 def _basic_ca(cert: x509.Certificate) -> bool | None:
@@ -297,7 +313,16 @@ def _check_validity(cert: x509.Certificate, now: datetime, what: str) -> None:
         raise QuoteError(f"the {what} certificate expired at {cert.not_valid_after_utc}")
 
 
-def _leaf_from_chain(quote: dict[str, Any]) -> x509.Certificate:
+@functools.lru_cache(maxsize=256)
+def _parse_leaf(der: bytes) -> x509.Certificate:
+    """The attestation key certificate, parsed once per DER (a refusal is not cached)."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except Exception as exc:  # ValueError, x509.InvalidVersion, ...: junk from outside
+        raise QuoteError(f"the attestation key certificate cannot be read: {exc}") from None
+
+
+def _leaf_from_chain(quote: dict[str, Any]) -> tuple[bytes, x509.Certificate]:
     chain = quote.get("cert_chain")
     if not isinstance(chain, list) or not 1 <= len(chain) <= MAX_CHAIN:
         raise QuoteError(f"quote field 'cert_chain' must be a list of 1..{MAX_CHAIN} certificates")
@@ -306,19 +331,30 @@ def _leaf_from_chain(quote: dict[str, Any]) -> x509.Certificate:
         raise QuoteError("quote 'cert_chain' entries are base64 DER text")
     try:
         der = base64.b64decode(first, validate=True)
-        return x509.load_der_x509_certificate(der)
     except (binascii.Error, ValueError) as exc:
         raise QuoteError(f"the attestation key certificate cannot be read: {exc}") from None
+    return der, _parse_leaf(der)
 
 
-def _chains_to(leaf: x509.Certificate, anchors: list[x509.Certificate],
-               now: datetime) -> x509.Certificate:
+@functools.lru_cache(maxsize=512)
+def _issued_by(leaf_der: bytes, ca_der: bytes) -> bool:
+    """Whether the CA's key signed the leaf (and the names chain): a pure function of the
+    two certificates, so it is remembered per pair. Validity times are NOT part of it."""
+    leaf = _parse_leaf(leaf_der)
+    ca = x509.load_der_x509_certificate(ca_der)
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _chains_to(leaf_der: bytes, anchors: tuple[_Anchor, ...], now: datetime) -> x509.Certificate:
     problems: list[str] = []
-    for ca in anchors:
-        try:
-            leaf.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
+    for anchor in anchors:
+        if not _issued_by(leaf_der, anchor.der):
             continue
+        ca = anchor.cert
         if _basic_ca(ca) is not True:
             problems.append("the matching CA lacks basicConstraints CA:TRUE")
             continue
@@ -334,19 +370,11 @@ def _chains_to(leaf: x509.Certificate, anchors: list[x509.Certificate],
     )
 
 
-def verify(quote: dict[str, Any], trust: QuoteTrust, expected_report_data: bytes) -> QuoteVerification:
-    if quote.get("simulated") is not True:
-        raise QuoteError("a simulated quote must say 'simulated': true")
-    if quote.get("version") != VERSION:
-        raise QuoteError(f"unsupported simulated quote version {quote.get('version')!r}")
-    if field_str(quote, "alg") != "ES256":
-        raise QuoteError("simulated quotes are signed with ES256")
-    if not trust.simulated_cas:
-        raise QuoteError("no simulated platform CA is configured as trusted; simulated quotes are refused")
-    now = trust.now or datetime.now(UTC)
-    anchors = [_load_anchor(pem) for pem in trust.simulated_cas]
-    leaf = _leaf_from_chain(quote)
-    _chains_to(leaf, anchors, now)
+def _check_leaf(leaf_der: bytes, leaf: x509.Certificate, anchors: tuple[_Anchor, ...],
+                now: datetime) -> ec.EllipticCurvePublicKey:
+    """The chain (signature cached per certificate pair; validity at `now` every time),
+    then the leaf's own validity, basicConstraints, keyUsage and key type."""
+    _chains_to(leaf_der, anchors, now)
     _check_validity(leaf, now, "simulated attestation key")
     if _basic_ca(leaf) is not False:
         raise QuoteError("the attestation key certificate must carry basicConstraints CA:FALSE")
@@ -359,6 +387,27 @@ def verify(quote: dict[str, Any], trust: QuoteTrust, expected_report_data: bytes
     public = leaf.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
         raise QuoteError("the simulated attestation key must be an EC P-256 key")
+    return public
+
+
+def verify(quote: dict[str, Any], trust: QuoteTrust, expected_report_data: bytes) -> QuoteVerification:
+    if quote.get("simulated") is not True:
+        raise QuoteError("a simulated quote must say 'simulated': true")
+    if quote.get("version") != VERSION:
+        raise QuoteError(f"unsupported simulated quote version {quote.get('version')!r}")
+    if field_str(quote, "alg") != "ES256":
+        raise QuoteError("simulated quotes are signed with ES256")
+    if not trust.simulated_cas:
+        raise QuoteError("no simulated platform CA is configured as trusted; simulated quotes are refused")
+    now = trust.now or datetime.now(UTC)
+    anchors = _anchors(tuple(trust.simulated_cas))
+    leaf_der, leaf = _leaf_from_chain(quote)
+    try:
+        public = _check_leaf(leaf_der, leaf, anchors, now)
+    except BytereplayError:
+        raise
+    except Exception as exc:  # cryptography's parse errors on a junk certificate's fields
+        raise QuoteError(f"the attestation key certificate cannot be read: {exc}") from None
     signature = field_b64(quote, "signature")
     try:
         public.verify(signature, _signed_bytes(quote), ec.ECDSA(hashes.SHA256()))

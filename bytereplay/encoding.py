@@ -22,8 +22,8 @@ import rfc8785
 from bytereplay.errors import EncodingError, TooLargeError
 
 HASH_PREFIX = "sha-256:"
-HASH_RE = re.compile(r"^sha-256:[0-9a-f]{64}$")
-OCI_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+HASH_RE = re.compile(r"^sha-256:[0-9a-f]{64}\Z")  # \Z: no trailing newline
+OCI_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 MAX_JSON_DEPTH = 32
 
 

@@ -13,7 +13,7 @@ import requests
 
 from bytereplay.encoding import strict_json_loads
 from bytereplay.errors import BytereplayError, SignatureError
-from bytereplay.jose import keys_from_jwks, parse_unverified, verify_jwt
+from bytereplay.jose import MAX_TOKEN_BYTES, keys_from_jwks, parse_jwt, verify_parsed
 from bytereplay.keys import SIGNING_ALGS, PublicKey
 
 MAX_JWKS_BYTES = 256 * 1024
@@ -102,8 +102,9 @@ class KeySet:
             return dict(self._keys)
 
     def verify(self, token: str, *, algorithms: tuple[str, ...] = SIGNING_ALGS,
-               **kwargs: Any) -> dict[str, Any]:
-        header, _ = parse_unverified(token)
-        kid = header.get("kid")
+               max_bytes: int = MAX_TOKEN_BYTES, **kwargs: Any) -> dict[str, Any]:
+        """Parse once, pick the key by `kid` (refetching once if unknown), verify."""
+        parsed = parse_jwt(token, max_bytes=max_bytes)
+        kid = parsed.header.get("kid")
         keys = self.key_for(kid if isinstance(kid, str) else None)
-        return verify_jwt(token, keys, algorithms=algorithms, **kwargs)
+        return verify_parsed(parsed, keys, algorithms=algorithms, **kwargs)

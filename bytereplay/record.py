@@ -47,7 +47,7 @@ def _oci_digest(path: str, value: str) -> None:
 
 
 def _rfc3339(path: str, value: str) -> None:
-    if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", value):
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", value):
         raise RecordError(path, "expected an RFC 3339 timestamp such as 2026-01-01T00:00:00Z")
     try:
         datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -317,7 +317,18 @@ def _inner(tp: Any) -> Any:
     return tp
 
 
-_MAX_INT = 2**53
+_MAX_INT = 2**53 - 1  # the largest integer RFC 8785 (JCS) writes exactly
+
+
+def _utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (JSON lets lone surrogates through)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 Converter = Callable[[Any, str], Any]
@@ -352,7 +363,7 @@ def _make_converter(tp: Any) -> Converter:
             if item_tp is int and all(type(v) is int and -_MAX_INT <= v <= _MAX_INT
                                       for v in value):
                 return tuple(value)  # what the item-by-item path returns for plain ints
-            if item_tp is str and all(type(v) is str and len(v) <= 4096 for v in value):
+            if item_tp is str and all(type(v) is str and len(v) <= 4096 and _utf8(v) for v in value):
                 return tuple(value)
             return tuple(convert_item(v, f"{path}[{i}]") for i, v in enumerate(value))
 
@@ -379,6 +390,8 @@ def _make_converter(tp: Any) -> Converter:
                 raise RecordError(path, "expected a number")
             if value != value or value in (float("inf"), float("-inf")):
                 raise RecordError(path, "expected a finite number")
+            if isinstance(value, int) and abs(value) > _MAX_INT:
+                raise RecordError(path, "number out of range")
             return float(value)
 
         return convert_float
@@ -388,6 +401,8 @@ def _make_converter(tp: Any) -> Converter:
                 raise RecordError(path, "expected a string")
             if len(value) > 4096:
                 raise RecordError(path, "string longer than 4096 characters")
+            if not _utf8(value):
+                raise RecordError(path, "not valid Unicode text (lone surrogate)")
             return value
 
         return convert_str
@@ -439,7 +454,7 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
         if value is None:
             continue
         convert, check, plain_text = entry
-        if plain_text and type(value) is str and len(value) <= 4096:
+        if plain_text and type(value) is str and len(value) <= 4096 and _utf8(value):
             converted = value  # what the text converter returns, without the call
         else:
             converted = convert(value, prefix + key)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from bytereplay.ear import build_ear, read_ear
+from bytereplay.ear import MAX_EAR_BYTES, build_ear, read_ear
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import (
     BytereplayError,
@@ -34,7 +34,7 @@ from bytereplay.errors import (
     SignatureError,
     TooLargeError,
 )
-from bytereplay.jose import MAX_TOKEN_BYTES, keys_from_jwks, verify_jwt
+from bytereplay.jose import keys_from_jwks, verify_jwt
 from bytereplay.jwks import KeySet
 from bytereplay.keys import SigningKey, key_from_jwk, public_jwk
 
@@ -310,7 +310,7 @@ ATTACKS: list[Attack] = [
     Attack("issuer-not-text", lambda: make_token(hdr(), {**CLAIMS, "iss": ["https://verifier"]}),
            SignatureError, "wrong issuer", (("issuer", "https://verifier"),)),
     # size and shape
-    Attack("oversized", lambda: make_token(hdr(), {**CLAIMS, "pad": "A" * MAX_TOKEN_BYTES}),
+    Attack("oversized", lambda: make_token(hdr(), {**CLAIMS, "pad": "A" * MAX_EAR_BYTES}),
            TooLargeError, "limit"),
     Attack("deeply-nested-payload", lambda: make_token(hdr(), {**CLAIMS, "deep": _nested(40)}),
            EncodingError, "nested deeper"),

@@ -41,7 +41,7 @@ from attester.evidence import (
 from attester.http import BodyLimit, install_problem_handlers, read_json_body
 from attester.tee import QuoteProvider, make_provider
 from bytereplay import __version__, eat
-from bytereplay.errors import BytereplayError, UsageError
+from bytereplay.errors import BusyError, BytereplayError, MediaTypeError, NotReadyError, UsageError
 from bytereplay.home import Home
 from bytereplay.keys import SigningKey, load_or_create_key
 from bytereplay.record import RunRecord
@@ -61,22 +61,10 @@ MAX_STOP_SEQUENCES, MAX_STOP_CHARS = 16, 256
 BODY_KEYS = ("input", "template", "decode", "nonce", "challenge_window", "format")
 
 
-class NotReadyError(BytereplayError):
-    status = 503
-    problem = "not-ready"
-    title = "Service not ready"
 
 
-class BusyError(BytereplayError):
-    status = 503
-    problem = "busy"
-    title = "Too many requests in flight"
 
 
-class MediaTypeError(BytereplayError):
-    status = 415
-    problem = "unsupported-media-type"
-    title = "Unsupported media type"
 
 
 # -- request parsing ------------------------------------------------------------------

@@ -110,3 +110,33 @@ class NotFoundError(BytereplayError):
     status = 404
     problem = "not-found"
     title = "Not found"
+
+
+class MediaTypeError(BytereplayError):
+    status = 415
+    problem = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class NotReadyError(BytereplayError):
+    status = 503
+    problem = "not-ready"
+    title = "Service not ready"
+
+
+class BusyError(BytereplayError):
+    status = 503
+    problem = "busy"
+    title = "Too many requests in flight"
+
+
+class StoreUnavailable(BytereplayError):
+    status = 503
+    problem = "store-unavailable"
+    title = "Verifier store unavailable"
+
+
+class QueueFull(BytereplayError):
+    status = 503
+    problem = "replay-queue-full"
+    title = "Replay queue full"

@@ -39,7 +39,9 @@ from bytereplay.claims import MATCH, MATCH_PORTABLE, NOT_RUN
 from bytereplay.errors import (
     BytereplayError,
     PolicyError,
+    QueueFull,
     SignatureError,
+    StoreUnavailable,
     TooLargeError,
 )
 from bytereplay.keys import SigningKey, load_or_create_key
@@ -70,16 +72,8 @@ OK = "ok"
 NOT_RUN_TEXT = "not run: an earlier check failed"
 
 
-class StoreUnavailable(BytereplayError):
-    status = 503
-    problem = "store-unavailable"
-    title = "Verifier store unavailable"
 
 
-class QueueFull(BytereplayError):
-    status = 503
-    problem = "replay-queue-full"
-    title = "Replay queue full"
 
 
 @dataclass

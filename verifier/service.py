@@ -38,12 +38,20 @@ from starlette.concurrency import run_in_threadpool
 
 from attester.http import BodyLimit, install_problem_handlers, read_json_body
 from bytereplay.eat import MEDIA_CWT, MEDIA_JWT, NONCE_MAX, NONCE_MIN
-from bytereplay.errors import BytereplayError, EncodingError, NotFoundError, UsageError
+from bytereplay.errors import (
+    BytereplayError,
+    EncodingError,
+    MediaTypeError,
+    NotFoundError,
+    QueueFull,
+    StoreUnavailable,
+    UsageError,
+)
 from bytereplay.home import Home
 from verifier import config as config_mod
 from verifier.config import VerifierConfig
 from verifier.nonces import new_result_id
-from verifier.pipeline import Appraisal, QueueFull, StoreUnavailable, Verifier
+from verifier.pipeline import Appraisal, Verifier
 from verifier.results import Result
 
 log = logging.getLogger("bytereplay.verifier")
@@ -52,10 +60,6 @@ JSON_TYPES = ("application/json",)
 MAX_JSON_BYTES = 64 * 1024
 
 
-class UnsupportedMediaType(BytereplayError):
-    status = 415
-    problem = "unsupported-media-type"
-    title = "Unsupported media type"
 
 
 def _flag(request: Request, name: str, default: bool) -> bool:
@@ -114,7 +118,7 @@ async def _read_evidence(request: Request, max_body: int) -> tuple[bytes | str, 
                                    not all(isinstance(t, str) for t in tokens)):
             raise UsageError("'external_tokens' is a list of JWT texts")
         return evidence, fmt, tokens
-    raise UnsupportedMediaType(
+    raise MediaTypeError(
         f"content type {media or '(none)'!r} is not accepted; send {MEDIA_JWT}, "
         f"{MEDIA_CWT} or application/json")
 
@@ -148,7 +152,7 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         size = config.nonce_size
         if await request.body():
             if _media_type(request) not in JSON_TYPES:
-                raise UnsupportedMediaType("send the challenge options as application/json")
+                raise MediaTypeError("send the challenge options as application/json")
             doc = await _json_body(request, 4096)
             if not isinstance(doc, dict) or set(doc) - {"size"}:
                 raise UsageError("the challenge body is {\"size\": 8..64}")

@@ -47,6 +47,8 @@ _PARTS = ("header", "payload", "signature")
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # = json.dumps(..., separators=...)
 _COMPACT_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+# The encoded header by (alg, kid, typ): a signer writes the same few again and again.
+_HEADERS: dict[tuple[str, str, str], str] = {}
 
 
 def sign_jwt(claims: Mapping[str, Any], key: SigningKey, *, typ: str = "JWT") -> str:
@@ -59,9 +61,16 @@ def sign_jwt(claims: Mapping[str, Any], key: SigningKey, *, typ: str = "JWT") ->
             payload[name] = calendar.timegm(payload[name].utctimetuple())
     if "iss" in payload and not isinstance(payload["iss"], str):
         raise TypeError("Issuer (iss) must be a string.")
-    header = _COMPACT_SORTED.encode({"alg": key.alg, "kid": key.kid, "typ": typ}).encode()
+    header_key = (key.alg, key.kid, typ)
+    header_b64 = _HEADERS.get(header_key)
+    if header_b64 is None:
+        header = _COMPACT_SORTED.encode({"alg": key.alg, "kid": key.kid, "typ": typ}).encode()
+        header_b64 = b64url_encode(header)
+        if len(_HEADERS) >= 64:
+            _HEADERS.clear()
+        _HEADERS[header_key] = header_b64
     body = _COMPACT.encode(payload).encode()
-    signing_input = f"{b64url_encode(header)}.{b64url_encode(body)}"
+    signing_input = f"{header_b64}.{b64url_encode(body)}"
     signature = _sign(key, signing_input.encode("ascii"))
     return f"{signing_input}.{b64url_encode(signature)}"
 

@@ -331,3 +331,13 @@ def test_cli_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", str(answer), "--home", str(home_dir)]) == 1
     assert "status: contraindicated" in capsys.readouterr().out
     assert main(["verify", str(tmp_path / "missing"), "--home", str(home_dir)]) == 2
+
+
+def test_metrics_child_is_the_labelled_child() -> None:
+    from verifier.metrics import Metrics
+
+    m = Metrics()
+    m.child(m.appraisals, "affirming").inc()
+    m.child(m.appraisals, "affirming").inc()
+    assert m.appraisals.labels("affirming")._value.get() == 2
+    assert m.child(m.nonce_refusals, "reused") is m.nonce_refusals.labels("reused")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -40,6 +42,18 @@ class Metrics:
         self.transport_errors = Counter("bytereplay_verifier_refused_requests",
                                         "Requests refused before appraisal (problem+json)",
                                         ["status"], registry=r)
+
+        # Labelled children by (metric, label value): `labels()` returns the same child every
+        # time (nothing here removes one), so it is looked up once per value.
+        self._children: dict[tuple[int, str], Any] = {}
+
+    def child(self, metric: Counter | Histogram, value: str) -> Any:
+        """`metric.labels(value)`, remembered."""
+        key = (id(metric), value)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(value)
+        return found
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -209,7 +209,7 @@ def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics) -> None:
     except NonceRefused as exc:
         a.facts["nonce"] = exc.reason
         a.checks["nonce"] = f"refused: {exc.detail}"
-        metrics.nonce_refusals.labels(exc.reason).inc()
+        metrics.child(metrics.nonce_refusals, exc.reason).inc()
         return
     except BytereplayError:
         raise
@@ -435,11 +435,11 @@ class Verifier:
         result = issue(key=self.key, vector=vector, nonce=a.nonce_text,
                        policy_id=self.policy.policy_id, ext=ext, naming=self.config.naming)
         m = self.metrics
-        m.appraisals.labels(result.status).inc()
-        m.verdicts.labels(a.replay.verdict).inc()
+        m.child(m.appraisals, result.status).inc()
+        m.child(m.verdicts, a.replay.verdict).inc()
         if a.replay.seconds is not None:
             m.replay_seconds.observe(a.replay.seconds)
-        m.latency.labels("yes" if a.replay.seconds is not None else "no").observe(
+        m.child(m.latency, "yes" if a.replay.seconds is not None else "no").observe(
             time.perf_counter() - a.started)
         return result
 

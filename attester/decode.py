@@ -17,6 +17,7 @@ Every step is explicit, so nothing depends on `model.generate`:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -105,15 +106,7 @@ def validate_policy(policy: object) -> DecodePolicy:
         except UnicodeEncodeError:
             raise RequestError("stop sequences must be valid Unicode text") from None
     if isinstance(stop, list):
-        p = DecodePolicy(
-            max_new_tokens=p.max_new_tokens,
-            temperature=p.temperature,
-            top_k=p.top_k,
-            top_p=p.top_p,
-            seed=p.seed,
-            stop=tuple(stop),
-            eos=p.eos,
-        )
+        p = dataclasses.replace(p, stop=tuple(stop))
     return p
 
 

@@ -19,26 +19,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from attester.engine import EngineSettings, InferenceRequest
+    from attester.engine import DecodePolicy, EngineSettings, InferenceRequest
 
 
-def _settings_and_request(args: argparse.Namespace) -> tuple[EngineSettings, InferenceRequest]:
-    from attester.engine import (
-        DEFAULT_TEMPLATE,
-        DecodePolicy,
-        EngineSettings,
-        InferenceRequest,
-    )
+def decode_policy_from_args(args: argparse.Namespace) -> DecodePolicy:
+    """The decode policy named by the decode flags (`bytereplay run`, the benchmarks)."""
+    from attester.engine import DecodePolicy
 
-    stop = args.stop if args.stop is not None else []
-    policy = DecodePolicy(
+    return DecodePolicy(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
-        stop=tuple(stop),
+        stop=tuple(getattr(args, "stop", None) or ()),
     )
+
+
+def _settings_and_request(args: argparse.Namespace) -> tuple[EngineSettings, InferenceRequest]:
+    from attester.engine import (
+        DEFAULT_TEMPLATE,
+        EngineSettings,
+        InferenceRequest,
+    )
+
+    policy = decode_policy_from_args(args)
     template = args.template if args.template is not None else DEFAULT_TEMPLATE
     request = InferenceRequest(input=args.prompt, template=template, decode=policy)
     settings = EngineSettings(

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from attester import controls  # noqa: E402
-from attester.engine import DecodePolicy, Engine, EngineSettings, InferenceRequest  # noqa: E402
+from attester.engine import Engine, EngineSettings, InferenceRequest  # noqa: E402
+from attester.run_cli import decode_policy_from_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     req = InferenceRequest(
         args.prompt,
-        decode=DecodePolicy(
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=args.seed,
-        ),
+        decode=decode_policy_from_args(args),
     )
     engines = {"on": on} if off is None else {"on": on, "off": off}
     for e in engines.values():  # warm-up, not counted

@@ -17,7 +17,6 @@ import json
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import kit
+from verifier_fixtures import redis_url
 
 from bytereplay.ear import read_ear
 from bytereplay.home import Home
@@ -35,13 +35,7 @@ from bytereplay.jwks import KeySet
 N = 100
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        with kit.redis_server(tmp_path_factory.mktemp("redis")) as url:
-            yield url
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
+__all__ = ["redis_url"]  # the fixture, imported for pytest
 
 
 def _store_config(store: str, redis_url: str | None, prefix: str) -> dict[str, Any]:

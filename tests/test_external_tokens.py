@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import jwt
 import pytest
 import torch  # noqa: F401  (torch before regopy in one process: see notes/issue5.md)
 from fastapi.testclient import TestClient
+from jwks_server import JwksServer
 from verifier_fixtures import evidence_factory, make_verifier, new_home
 
 from bytereplay.ear import peek
@@ -25,41 +24,6 @@ from verifier.service import create_app
 
 ISSUER = "https://attestation.example"
 AUDIENCE = "bytereplay-verifier"
-
-
-class JwksServer:
-    """A JWKS document on http://127.0.0.1:<port>/jwks.json that tests can rotate."""
-
-    def __init__(self) -> None:
-        self.doc: dict[str, Any] = {"keys": []}
-        self.hits = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.hits += 1
-                body = json.dumps(outer.doc).encode()
-                self.send_response(200 if self.path == "/jwks.json" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
-        self.thread.start()
-
-    def publish(self, *keys: SigningKey) -> None:
-        self.doc = {"keys": [dict(k.jwk) for k in keys]}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,15 @@ a real redis-server on a free loopback port."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
+import kit
 
 from attester.engine import Engine, EngineSettings, InferenceResult
 from bytereplay.home import Home
@@ -69,46 +69,15 @@ def new_home(tmp_path: Path, name: str = "home") -> Home:
 # -- redis ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = kit.free_port
 
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free loopback port, in a temp dir. FAILS (never skips)
     when redis-server is not installed: CI installs it (apt-get install redis-server)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed: the verifier's Redis store tests need it "
-                    "(apt-get install -y redis-server)")
-    workdir = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-         "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-    client.close()
     try:
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with kit.redis_server(tmp_path_factory.mktemp("redis")) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import string
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import cbor2
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+
+# -- budget -------------------------------------------------------------------------------
+from fuzz_budget import budget
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bytereplay.ear import PROFILE, PROFILE_DRAFT, SUBMOD, build_ear, normalise, read_ear, sign_ear
@@ -49,26 +51,6 @@ from bytereplay.jose import keys_from_jwks, parse_unverified, verify_jwt
 from bytereplay.jwks import KeySet
 from bytereplay.keys import SigningKey, key_from_jwk
 from bytereplay.record import SCHEMA, RunRecord
-
-# -- budget -------------------------------------------------------------------------------
-
-settings.register_profile(
-    "bytereplay-fuzz-ci", deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "bytereplay-fuzz-thorough", deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-_PROFILE = "bytereplay-fuzz-" + os.environ.get("BYTEREPLAY_FUZZ_PROFILE", "ci")
-_SCALE = 20 if _PROFILE.endswith("thorough") else 1
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def budget(n: int) -> Callable[[F], F]:
-    """`@settings` on the shared profile with `n` examples (times the profile's scale)."""
-    return settings(settings.get_profile(_PROFILE), max_examples=n * _SCALE)  # type: ignore[return-value]
 
 
 def _refused_or(fn: Callable[[], Any], *types: type[BytereplayError]) -> Any:

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cbor2
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import kit
+from fuzz_budget import budget
 
 from attester.evidence import decode_evidence, expected_report_data
 from attester.tee import QuoteTrust, verify_quote
@@ -37,22 +37,6 @@ from bytereplay.encoding import b64url_encode
 from bytereplay.errors import BytereplayError
 from bytereplay.home import Home
 from bytereplay.keys import thumbprint_bytes
-
-settings.register_profile(
-    "bytereplay-fuzz-ci", deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "bytereplay-fuzz-thorough", deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-_PROFILE = "bytereplay-fuzz-" + os.environ.get("BYTEREPLAY_FUZZ_PROFILE", "ci")
-_SCALE = 20 if _PROFILE.endswith("thorough") else 1
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def budget(n: int) -> Callable[[F], F]:
-    return settings(settings.get_profile(_PROFILE), max_examples=n * _SCALE)  # type: ignore[return-value]
 
 
 def _refused_or(fn: Callable[[], Any]) -> Any:
@@ -131,30 +115,30 @@ JSON_PATHS = _paths(CLAIMS)[1:]
 CBOR_PATHS = _paths(CBOR_CLAIMS)[1:]
 
 
-@st.composite
-def mutated_json_claims(draw: st.DrawFn) -> Any:
-    claims: Any = CLAIMS
-    for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(claims)[1:] or [()]
-        path = draw(st.sampled_from(paths))
-        if path and draw(st.booleans()) and draw(st.booleans()):
-            claims = _delete(claims, path)
-        else:
-            claims = _replace(claims, path, draw(json_values))
-    return claims
+def _mutated(start: Any, values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """`start` with 1..3 of its members replaced by `values` or deleted."""
+
+    @st.composite
+    def mutate(draw: st.DrawFn) -> Any:
+        claims: Any = start
+        for _ in range(draw(st.integers(1, 3))):
+            paths = _paths(claims)[1:] or [()]
+            path = draw(st.sampled_from(paths))
+            if path and draw(st.booleans()) and draw(st.booleans()):
+                claims = _delete(claims, path)
+            else:
+                claims = _replace(claims, path, draw(values))
+        return claims
+
+    return mutate()
 
 
-@st.composite
-def mutated_cbor_claims(draw: st.DrawFn) -> Any:
-    claims: Any = CBOR_CLAIMS
-    for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(claims)[1:] or [()]
-        path = draw(st.sampled_from(paths))
-        if path and draw(st.booleans()) and draw(st.booleans()):
-            claims = _delete(claims, path)
-        else:
-            claims = _replace(claims, path, draw(cbor_values))
-    return claims
+def mutated_json_claims() -> st.SearchStrategy[Any]:
+    return _mutated(CLAIMS, json_values)
+
+
+def mutated_cbor_claims() -> st.SearchStrategy[Any]:
+    return _mutated(CBOR_CLAIMS, cbor_values)
 
 
 protected_headers = st.one_of(

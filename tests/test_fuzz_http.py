@@ -11,45 +11,26 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cbor2
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import kit
+from fuzz_budget import budget
 
 from bytereplay.encoding import b64url_encode, cbor_dumps
 from bytereplay.home import Home
 from bytereplay.keys import thumbprint_bytes
-
-settings.register_profile(
-    "bytereplay-fuzz-ci", deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.function_scoped_fixture],
-)
-settings.register_profile(
-    "bytereplay-fuzz-thorough", deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.function_scoped_fixture],
-)
-_PROFILE = "bytereplay-fuzz-" + os.environ.get("BYTEREPLAY_FUZZ_PROFILE", "ci")
-_SCALE = 20 if _PROFILE.endswith("thorough") else 1
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def budget(n: int) -> Callable[[F], F]:
-    return settings(settings.get_profile(_PROFILE), max_examples=n * _SCALE)  # type: ignore[return-value]
-
 
 PROBLEM = "application/problem+json"
 HOME = Home.resolve(tempfile.mkdtemp(prefix="br-fuzz-http-"))

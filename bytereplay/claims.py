@@ -47,6 +47,7 @@ def build_claim(
     diff_fields: Iterable[str] = (),
     reason: str | None = None,
     simulated_tee: bool = False,
+    preflight_known: bool = True,
 ) -> str:
     """The sentence the evidence supports: smaller for each missing field or weaker verdict."""
     diff = ", ".join(diff_fields) or "unspecified fields"
@@ -55,6 +56,8 @@ def build_claim(
     if simulated_tee:
         parts.append("The TEE is simulated: no hardware protects the run.")
     shrinks = [ITEM_BY_FIELD[f].shrink for f in missing if f in ITEM_BY_FIELD]
+    if not preflight_known:
+        shrinks.insert(0, "no preflight report says which run-record items hold")
     if shrinks:
         parts.append("Limits: " + "; ".join(shrinks) + ".")
     parts.append("Byte agreement says nothing about whether the output is true, safe or fit for use.")

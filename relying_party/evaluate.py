@@ -334,6 +334,7 @@ def _claim(doc: Mapping[str, Any] | None, checks: Mapping[str, Mapping[str, Any]
         diff_fields=[d["field"] for d in doc["environment_diff"]],
         reason=reason,
         simulated_tee=bool(tee.get("simulated")),
+        preflight_known=doc["preflight"]["complete"] is not None,
     )
 
 

@@ -240,10 +240,11 @@ def step_preflight(a: Appraisal) -> None:
     report = preflight(a.decoded.record)
     a.report = report
     missing = report.missing
+    complete = not missing  # = report.complete, without listing the missing items again
     before_replay = [f for f in missing if ITEM_BY_FIELD[f].group == Group.BEFORE_REPLAY]
-    a.facts["preflight"] = {"complete": report.complete, "missing": missing,
+    a.facts["preflight"] = {"complete": complete, "missing": missing,
                             "missing_before_replay": before_replay}
-    a.checks["preflight"] = OK if report.complete else \
+    a.checks["preflight"] = OK if complete else \
         f"incomplete: {len(missing)} item(s) missing ({', '.join(missing)})"
 
 
@@ -422,10 +423,11 @@ class Verifier:
             a.checks["policy"] = f"failed: {exc.detail}"
         assert a.replay is not None
         d = a.decoded
+        preflight_doc = a.report.to_dict() if a.report is not None else None
         ext = extensions(
             replay=a.replay.to_json(),
-            preflight=a.report.to_dict() if a.report is not None else None,
-            missing=a.report.missing if a.report is not None else [],
+            preflight=preflight_doc,
+            missing=preflight_doc["missing"] if preflight_doc is not None else [],
             output_hash=d.output_hash if d is not None else None,
             record_digest=d.record_digest if d is not None else None,
             tee=a.facts["tee"],

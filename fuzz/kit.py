@@ -294,3 +294,16 @@ def redis_server(workdir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def forged_snp_quote(report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
+    """An SEV-SNP 'report' anyone can write: zeros, version 2, the chosen report data.
+    Its hardware signature is never checked without vendor collateral."""
+    import struct
+
+    blob = bytearray(0x4A0)
+    struct.pack_into("<I", blob, 0, 2)
+    blob[0x50:0x90] = report_data
+    return {"provider": "tsm", "simulated": False, "kernel_provider": "sev_guest",
+            "tee": "sev-snp", "generation": 1, "outblob": b64url_encode(bytes(blob)),
+            "software_measurements": measurements}

@@ -475,18 +475,6 @@ def test_pipeline_turns_unhashable_header_crash_into_a_negative_ear(
     assert result.status == "contraindicated"
 
 
-def _forged_snp_quote(report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
-    """An SEV-SNP 'report' made by anyone: zeros, version 2, the right report data."""
-    import struct
-
-    blob = bytearray(0x4A0)
-    struct.pack_into("<I", blob, 0, 2)
-    blob[0x50:0x90] = report_data
-    return {"provider": "tsm", "simulated": False, "kernel_provider": "sev_guest",
-            "tee": "sev-snp", "generation": 1, "outblob": b64url_encode(bytes(blob)),
-            "software_measurements": measurements}
-
-
 def test_bug_forged_unchecked_tsm_quote_does_not_affirm_instance_identity(
         verifier: Any, ek: kit.EvidenceKit) -> None:
     """No TEE at all: the attacker writes an SEV-SNP report by hand (its signature is never
@@ -504,7 +492,7 @@ def test_bug_forged_unchecked_tsm_quote_does_not_affirm_instance_identity(
     from bytereplay.jwks import KeySet
 
     nonce = verifier.issue_nonce().nonce
-    quote = _forged_snp_quote(expected_report_data(nonce, ek.record, ATTACKER.jwk),
+    quote = kit.forged_snp_quote(expected_report_data(nonce, ek.record, ATTACKER.jwk),
                               measurements_for(ek.record))
     claims = build_claims(record=ek.record, nonce=nonce, key=ATTACKER, quote=quote,
                           request=kit.claims_request())

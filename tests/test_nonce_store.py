@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch  # noqa: F401  (torch before regopy in one process: see notes/issue5.md)
-from verifier_fixtures import evidence_factory, make_verifier, new_home, redis_url
+from verifier_fixtures import evidence_factory, make_verifier, new_home, redis_url, store_options
 
 from bytereplay.ear import peek
 from bytereplay.errors import UsageError
@@ -164,10 +164,7 @@ def test_store_race(make_store: StoreMaker) -> None:
 def test_fifty_concurrent_submissions_one_accepted(kind: str, tmp_path: Path,
                                                    request: pytest.FixtureRequest) -> None:
     home = new_home(tmp_path)
-    extra: dict[str, Any] = {}
-    if kind == "redis":
-        extra = {"store": "redis", "redis_url": request.getfixturevalue("redis_url"),
-                 "redis_prefix": f"race{id(tmp_path)}:"}
+    extra = store_options(kind, request, f"race{id(tmp_path)}:")
     verifier = make_verifier(home, replay=False, **extra)
     try:
         assert verifier.store.kind == kind

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch  # noqa: F401  (torch before regopy in one process: see notes/issue5.md)
 from verifier_fixtures import (
     EvidenceFactory,
     evidence_factory,
     generate,
+    kit,
     make_verifier,
     new_home,
     tamper_jwt,
@@ -472,8 +472,6 @@ def test_config_file(tmp_path: Path) -> None:
 def test_unchecked_hardware_quote_affirms_nothing(tmp_path: Path) -> None:
     """A tsm (SEV-SNP) quote is accepted without vendor collateral: its binding is checked
     but its signature is not, so anyone can write one. Nothing it vouches for is affirmed."""
-    import struct
-
     home = new_home(tmp_path)
     record = generate().record
     refs = reference_file(tmp_path, {"model_digests": [record.get("model.digest")]})
@@ -485,12 +483,7 @@ def test_unchecked_hardware_quote_affirms_nothing(tmp_path: Path) -> None:
         simulated = False
 
         def quote(self, report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
-            blob = bytearray(0x4A0)
-            struct.pack_into("<I", blob, 0, 2)
-            blob[0x50:0x90] = report_data
-            return {"provider": "tsm", "simulated": False, "kernel_provider": "sev_guest",
-                    "tee": "sev-snp", "generation": 1, "outblob": b64url_encode(bytes(blob)),
-                    "software_measurements": measurements}
+            return kit.forged_snp_quote(report_data, measurements)
 
     try:
         nonce = verifier.issue_nonce().nonce

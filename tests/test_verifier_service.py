@@ -25,6 +25,7 @@ from verifier_fixtures import (
     make_verifier,
     new_home,
     redis_url,
+    store_options,
 )
 
 from bytereplay.cli import main
@@ -244,10 +245,7 @@ class Served:
 def test_fifty_concurrent_http_submissions(kind: str, tmp_path: Path,
                                            request: pytest.FixtureRequest) -> None:
     home = new_home(tmp_path)
-    extra: dict[str, Any] = {}
-    if kind == "redis":
-        extra = {"store": "redis", "redis_url": request.getfixturevalue("redis_url"),
-                 "redis_prefix": f"http{id(tmp_path)}:"}
+    extra = store_options(kind, request, f"http{id(tmp_path)}:")
     verifier = make_verifier(home, replay=False, **extra)
     served = Served(verifier)
     try:

@@ -81,3 +81,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield url
     except RuntimeError as exc:
         pytest.fail(str(exc))
+
+
+def store_options(kind: str, request: pytest.FixtureRequest, prefix: str) -> dict[str, Any]:
+    """Verifier options for a store kind: nothing for SQLite; the redis_url fixture and a
+    key prefix of its own for Redis."""
+    if kind != "redis":
+        return {}
+    return {"store": "redis", "redis_url": request.getfixturevalue("redis_url"),
+            "redis_prefix": prefix}

@@ -3,12 +3,15 @@
 - unpadded base64url for nonces and binary fields in JSON,
 - RFC 8785 JCS for JSON digests,
 - RFC 8949 section 4.2 core deterministic CBOR,
-- the `sha-256:<hex>` tag used for every hash in the run record.
+- the `sha-256:<hex>` tag used for every hash in the run record,
+- compact JSON for what is signed but not digested (`compact_json`).
+
+base64 goes through `pybase64` (SIMD; CPython's codec is byte by byte, and Evidence is
+kilobytes of base64url inside base64url) and compact JSON through `orjson`.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -17,6 +20,8 @@ from json.encoder import encode_basestring as _encode_str
 from typing import Any
 
 import cbor2
+import orjson
+import pybase64
 import rfc8785
 
 from bytereplay.errors import EncodingError, TooLargeError
@@ -33,12 +38,11 @@ def sha256_tag(data: bytes) -> str:
 
 
 def b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return pybase64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 _B64URL_VALUE = {c: i for i, c in enumerate(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
-_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 
 
 def b64url_decode(text: str) -> bytes:
@@ -51,11 +55,10 @@ def b64url_decode(text: str) -> bytes:
             or "=" in text or "+" in text or "/" in text:
         raise EncodingError("not canonical unpadded base64url text")
     try:
-        # With '+', '/' and '=' refused above, strict mode accepts exactly the base64url
+        # With '+', '/' and '=' refused above, validation accepts exactly the base64url
         # alphabet (the padding is ours): no whitespace, no stray characters.
-        data = binascii.a2b_base64(
-            text.encode("ascii").translate(_URL_TO_STD) + b"=" * (-len(text) % 4),
-            strict_mode=True)
+        data = pybase64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_",
+                                  validate=True)
     except (binascii.Error, ValueError):
         raise EncodingError("not canonical unpadded base64url text") from None
     # Non-canonical trailing bits would let two texts name one value: the bits of the
@@ -64,6 +67,32 @@ def b64url_decode(text: str) -> bytes:
     if rest and _B64URL_VALUE[text[-1]] & (0x0F if rest == 2 else 0x03):
         raise EncodingError("non-canonical base64url text")
     return data
+
+
+def b64_decode(text: str) -> bytes:
+    """Strict padded standard base64 (certificates in quotes): refuses stray characters."""
+    return pybase64.b64decode(text, validate=True)
+
+
+def b64_encode(data: bytes) -> str:
+    return pybase64.b64encode(data).decode("ascii")
+
+
+_COMPACT_JSON = {sort: json.JSONEncoder(separators=(",", ":"), sort_keys=sort)
+                 for sort in (False, True)}
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def compact_json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact UTF-8 JSON of `value` (keys in insertion order unless `sort_keys`), for
+    signed payloads that nobody re-derives and for cache keys. Text that is not valid
+    Unicode (a lone surrogate quoted from hostile input) is refused by orjson and written
+    escaped by the standard encoder."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS | (
+            orjson.OPT_SORT_KEYS if sort_keys else 0))
+    except orjson.JSONEncodeError:
+        return _COMPACT_JSON[sort_keys].encode(value).encode("ascii")
 
 
 class _NotFast(Exception):

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from bytereplay.encoding import b64url_decode, b64url_encode, strict_json_loads
+from bytereplay.encoding import b64url_decode, b64url_encode, compact_json, strict_json_loads
 from bytereplay.errors import BytereplayError, EncodingError, SignatureError, TooLargeError
 from bytereplay.keys import (
     SIGNING_ALGS,
@@ -45,7 +45,6 @@ UNTRUSTED_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
 _PARTS = ("header", "payload", "signature")
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # = json.dumps(..., separators=...)
 _COMPACT_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 # The encoded header by (alg, kid, typ): a signer writes the same few again and again.
 _HEADERS: dict[tuple[str, str, str], str] = {}
@@ -69,7 +68,7 @@ def sign_jwt(claims: Mapping[str, Any], key: SigningKey, *, typ: str = "JWT") ->
         if len(_HEADERS) >= 64:
             _HEADERS.clear()
         _HEADERS[header_key] = header_b64
-    body = _COMPACT.encode(payload).encode()
+    body = compact_json(payload)
     signing_input = f"{header_b64}.{b64url_encode(body)}"
     signature = _sign(key, signing_input.encode("ascii"))
     return f"{signing_input}.{b64url_encode(signature)}"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bytereplay.checklist import ITEMS, POLICY_ITEM, Group, Item
-from bytereplay.record import RunRecord
+from bytereplay.record import SCHEMA, RunRecord
 
 HOLDS, MISSING, DEFERRED = "holds", "missing", "deferred"
 
@@ -23,6 +23,11 @@ class ItemResult:
         if self.status != HOLDS:
             out["shrink"] = self.item.shrink
         return out
+
+
+# Results are immutable and there are two per item: made once, shared by every report.
+_RESULT = {(item.field, status): ItemResult(item, status)
+           for item in (*ITEMS, POLICY_ITEM) for status in (HOLDS, MISSING, DEFERRED)}
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,29 @@ class PreflightReport:
         return [r.item.shrink for r in self.results if r.status == MISSING]
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole report: every item with its label, and the shrink of each one missing."""
         return {
             "complete": self.complete,
             "missing": self.missing,
             "groups": {g.value: [r.to_dict() for r in self.group(g)] for g in Group},
         }
+
+    def summary(self) -> dict[str, Any]:
+        """The report as an attestation result carries it: per group how many items hold
+        and which are missing or deferred, against the named checklist. Labels and
+        shrink sentences are left to the checklist itself (`bytereplay preflight`) and to
+        the claim sentence, which already says how the claim shrinks."""
+        groups: dict[str, dict[str, Any]] = {
+            g.value: {HOLDS: 0, MISSING: [], DEFERRED: []} for g in Group}
+        for r in self.results:
+            entry = groups[r.item.group]
+            if r.status == HOLDS:
+                entry[HOLDS] += 1
+            else:
+                entry[r.status].append(r.item.field)
+        missing = [f for g in groups.values() for f in g[MISSING]]
+        return {"checklist": SCHEMA, "complete": not missing, "missing": missing,
+                "groups": groups}
 
     def render(self) -> str:
         """The checklist as text: `[x]` holds, `[ ]` missing, `[-]` deferred."""
@@ -70,6 +93,7 @@ class PreflightReport:
 
 def preflight(record: RunRecord, policy: str | None = None) -> PreflightReport:
     """Check the record against the checklist. A pure function of its inputs."""
-    results = [ItemResult(i, HOLDS if record.is_present(i.field) else MISSING) for i in ITEMS]
-    results.append(ItemResult(POLICY_ITEM, HOLDS if policy else DEFERRED))
+    present = record.is_present
+    results = [_RESULT[i.field, HOLDS if present(i.field) else MISSING] for i in ITEMS]
+    results.append(_RESULT[POLICY_ITEM.field, HOLDS if policy else DEFERRED])
     return PreflightReport(tuple(results))

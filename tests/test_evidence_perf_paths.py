@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import json
 import math
@@ -42,7 +43,15 @@ from attester.tee import QuoteTrust, verify_quote
 from attester.tee import simulated as sim_mod
 from attester.tee.simulated import SimulatedProvider, load_ca_pem
 from bytereplay import ear, eat
-from bytereplay.encoding import b64url_decode, b64url_encode, jcs, sha256_tag
+from bytereplay.encoding import (
+    b64_decode,
+    b64_encode,
+    b64url_decode,
+    b64url_encode,
+    compact_json,
+    jcs,
+    sha256_tag,
+)
 from bytereplay.errors import (
     BytereplayError,
     EncodingError,
@@ -217,6 +226,58 @@ def test_b64url_decode_accepts_exactly_canonical_text(text: str) -> None:
             b64url_decode(text)
     else:
         assert b64url_decode(text) == expected
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "+/= \n-_", max_size=16)
+       | st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()))
+def test_b64_decode_is_the_standard_decoder_or_stricter(text: str) -> None:
+    """What it accepts, the standard strict decoder reads the same; what that refuses, it
+    refuses too (it also refuses padding after a complete group, which the standard one
+    lets through)."""
+    try:
+        expected: bytes | None = binascii.a2b_base64(text.encode(), strict_mode=True)
+    except ValueError:
+        expected = None
+    try:
+        got: bytes | None = b64_decode(text)
+    except ValueError:
+        got = None
+    if got is not None:
+        assert got == expected
+        assert b64_encode(got) == base64.b64encode(got).decode()
+    else:
+        assert expected is None or "=" in text, text  # refused only for its padding
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),  # lone surrogates too
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+
+
+@settings(deadline=None, max_examples=500)
+@given(json_values, st.booleans())
+@example({"t": "\ud800", "b": 2**64}, True)
+def test_compact_json_reads_back_as_the_value(value: Any, sort_keys: bool) -> None:
+    text = compact_json(value, sort_keys=sort_keys)
+    assert json.loads(text) == value
+    if sort_keys and isinstance(value, dict):
+        assert list(json.loads(text)) == sorted(value)
+
+
+def test_compact_json_is_compact_utf8() -> None:
+    value = {"b": [1, "é", None, True], "a": {"x": 2.5}}
+    assert compact_json(value) == '{"b":[1,"é",null,true],"a":{"x":2.5}}'.encode()
+    assert compact_json(value, sort_keys=True) == '{"a":{"x":2.5},"b":[1,"é",null,true]}'.encode()
+
+
+def test_compact_json_refuses_what_json_refuses() -> None:
+    for odd in (datetime.now(UTC), dataclasses.make_dataclass("D", [])(), {1, 2}, b"x"):
+        with pytest.raises(TypeError):
+            compact_json({"x": odd})
 
 
 # -- JWT: one parse, the checks pyjwt made ------------------------------------------------

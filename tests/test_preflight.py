@@ -107,3 +107,35 @@ def test_cli_malformed_record_is_one_line_exit_2(tmp_path: Path, content: str, f
 def test_cli_missing_file_is_exit_2() -> None:
     out = _cli("preflight", "/nonexistent/record.json")
     assert out.returncode == 2 and "cannot read" in out.stderr
+
+
+def _summary_counts(summary: dict[str, object]) -> dict[str, int]:
+    groups = summary["groups"]
+    assert isinstance(groups, dict)
+    return {g: v["holds"] + len(v["missing"]) + len(v["deferred"]) for g, v in groups.items()}
+
+
+def test_summary_of_a_complete_record() -> None:
+    summary = preflight(complete()).summary()
+    assert summary["checklist"] == "deterministic_run_preflight.v1"
+    assert summary["complete"] is True and summary["missing"] == []
+    groups = summary["groups"]
+    assert groups["before replay"] == {
+        "holds": sum(1 for i in ITEMS if i.group == Group.BEFORE_REPLAY),
+        "missing": [], "deferred": []}
+    assert groups["before action"] == {"holds": 0, "missing": [],
+                                       "deferred": ["relying_party_policy"]}
+    assert sum(_summary_counts(summary).values()) == len(ITEMS) + 1
+
+
+@pytest.mark.parametrize("field", ["toolkit.cudnn", "seed", "operator", "challenge_window.expires_at"])
+def test_summary_names_the_missing_field_in_its_group(field: str) -> None:
+    report = preflight(complete().replace(field, None), policy="strict")
+    summary = report.summary()
+    group = ITEM_BY_FIELD[field].group.value
+    assert summary["complete"] is False and summary["missing"] == [field] == report.missing
+    assert summary["groups"][group]["missing"] == [field]
+    assert summary["groups"]["before action"] == {"holds": 1, "missing": [], "deferred": []}
+    # The summary is what the EAR carries: small, and plain JSON.
+    assert json.loads(json.dumps(summary)) == summary
+    assert len(json.dumps(summary)) < len(json.dumps(report.to_dict())) / 5

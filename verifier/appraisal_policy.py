@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bytereplay.ar4si import CLAIMS
+from bytereplay.encoding import compact_json
 from bytereplay.errors import PolicyError, UsageError
 from bytereplay.rego import load_regopy
 
@@ -78,11 +79,11 @@ class AppraisalPolicy:
         self._interp = regopy.Interpreter()
         self._input = regopy.Input
         self.cached = cache and not any(name in source for name in IMPURE_BUILTINS)
-        self._cache: OrderedDict[str, PolicyResult] = OrderedDict()
+        self._cache: OrderedDict[bytes, PolicyResult] = OrderedDict()
         self.evaluations = 0
 
     def evaluate(self, facts: dict[str, Any]) -> PolicyResult:
-        key = json.dumps(facts, sort_keys=True, separators=(",", ":"))
+        key = compact_json(facts, sort_keys=True)
         if self.cached:
             with self._lock:
                 hit = self._cache.get(key)

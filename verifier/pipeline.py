@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from bytereplay import ear, eat
 from bytereplay.ar4si import CLAIMS, VERIFIER_MALFUNCTION
-from bytereplay.checklist import ITEM_BY_FIELD, Group
+from bytereplay.checklist import Group
 from bytereplay.claims import MATCH, MATCH_PORTABLE, NOT_RUN
 from bytereplay.errors import (
     BytereplayError,
@@ -72,10 +72,6 @@ OK = "ok"
 NOT_RUN_TEXT = "not run: an earlier check failed"
 
 
-
-
-
-
 @dataclass
 class Appraisal:
     """One appraisal in progress: the facts gathered so far."""
@@ -97,6 +93,7 @@ class Appraisal:
     decoded: DecodedEvidence | None = None
     quote: QuoteVerification | None = None
     report: PreflightReport | None = None
+    preflight: dict[str, Any] | None = None  # the report's summary, as the EAR carries it
     replay: ReplayOutcome | None = None
     replay_skip: str | None = None
 
@@ -237,13 +234,12 @@ def step_preflight(a: Appraisal) -> None:
     if a.decoded is None:
         a.checks["preflight"] = NOT_RUN_TEXT
         return
-    report = preflight(a.decoded.record)
-    a.report = report
-    missing = report.missing
-    complete = not missing  # = report.complete, without listing the missing items again
-    before_replay = [f for f in missing if ITEM_BY_FIELD[f].group == Group.BEFORE_REPLAY]
-    a.facts["preflight"] = {"complete": complete, "missing": missing,
-                            "missing_before_replay": before_replay}
+    a.report = preflight(a.decoded.record)
+    summary = a.preflight = a.report.summary()
+    missing, complete = summary["missing"], summary["complete"]
+    a.facts["preflight"] = {
+        "complete": complete, "missing": missing,
+        "missing_before_replay": summary["groups"][Group.BEFORE_REPLAY]["missing"]}
     a.checks["preflight"] = OK if complete else \
         f"incomplete: {len(missing)} item(s) missing ({', '.join(missing)})"
 
@@ -423,11 +419,10 @@ class Verifier:
             a.checks["policy"] = f"failed: {exc.detail}"
         assert a.replay is not None
         d = a.decoded
-        preflight_doc = a.report.to_dict() if a.report is not None else None
         ext = extensions(
             replay=a.replay.to_json(),
-            preflight=preflight_doc,
-            missing=preflight_doc["missing"] if preflight_doc is not None else [],
+            preflight=a.preflight,
+            missing=a.preflight["missing"] if a.preflight is not None else [],
             output_hash=d.output_hash if d is not None else None,
             record_digest=d.record_digest if d is not None else None,
             tee=a.facts["tee"],

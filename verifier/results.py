@@ -4,7 +4,7 @@ Claims (names from `bytereplay.ear`) inside `submods.bytereplay`, beside the sta
 the trustworthiness vector and the appraisal policy id:
 
     bytereplay.replay        {"verdict", "environment_diff", "reason", ...}
-    bytereplay.preflight     the preflight report (`PreflightReport.to_dict()`)
+    bytereplay.preflight     the preflight report's summary (`PreflightReport.summary()`)
     bytereplay.output_hash   the attested output hash (the relying party compares bytes)
     bytereplay.record_digest the run record digest
     bytereplay.claim         the sentence the evidence supports (`build_claim`)

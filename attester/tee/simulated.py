@@ -29,7 +29,6 @@ signature; then the report data. `hardware` is always False.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import os
@@ -55,7 +54,7 @@ from attester.tee.base import (
     require_report_data,
     same_bytes,
 )
-from bytereplay.encoding import b64url_encode, jcs
+from bytereplay.encoding import b64_decode, b64_encode, b64url_encode, jcs
 from bytereplay.errors import BytereplayError, KeyConfigError, QuoteError
 
 NAME = "simulated"
@@ -254,7 +253,7 @@ class SimulatedProvider:
         self.platform = SimulatedPlatform.load_or_create(folder)
         der = [c.public_bytes(serialization.Encoding.DER)
                for c in (self.platform.leaf, self.platform.ca)]
-        self._chain = [base64.b64encode(d).decode("ascii") for d in der]
+        self._chain = [b64_encode(d) for d in der]
 
     def quote(self, report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
         require_report_data(report_data)
@@ -330,7 +329,7 @@ def _leaf_from_chain(quote: dict[str, Any]) -> tuple[bytes, x509.Certificate]:
     if not isinstance(first, str) or len(first) > MAX_CERT_B64:
         raise QuoteError("quote 'cert_chain' entries are base64 DER text")
     try:
-        der = base64.b64decode(first, validate=True)
+        der = b64_decode(first)
     except (binascii.Error, ValueError) as exc:
         raise QuoteError(f"the attestation key certificate cannot be read: {exc}") from None
     return der, _parse_leaf(der)
@@ -370,12 +369,12 @@ def _chains_to(leaf_der: bytes, anchors: tuple[_Anchor, ...], now: datetime) -> 
     )
 
 
-def _check_leaf(leaf_der: bytes, leaf: x509.Certificate, anchors: tuple[_Anchor, ...],
-                now: datetime) -> ec.EllipticCurvePublicKey:
-    """The chain (signature cached per certificate pair; validity at `now` every time),
-    then the leaf's own validity, basicConstraints, keyUsage and key type."""
-    _chains_to(leaf_der, anchors, now)
-    _check_validity(leaf, now, "simulated attestation key")
+@functools.lru_cache(maxsize=256)
+def _leaf_key(leaf_der: bytes) -> ec.EllipticCurvePublicKey:
+    """The attestation key of a leaf certificate that is fit to be one (basicConstraints,
+    keyUsage, EC P-256): a pure function of the DER, so remembered per certificate (a
+    refusal is not cached). Time-dependent checks are `_check_leaf`'s."""
+    leaf = _parse_leaf(leaf_der)
     if _basic_ca(leaf) is not False:
         raise QuoteError("the attestation key certificate must carry basicConstraints CA:FALSE")
     try:
@@ -388,6 +387,15 @@ def _check_leaf(leaf_der: bytes, leaf: x509.Certificate, anchors: tuple[_Anchor,
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
         raise QuoteError("the simulated attestation key must be an EC P-256 key")
     return public
+
+
+def _check_leaf(leaf_der: bytes, leaf: x509.Certificate, anchors: tuple[_Anchor, ...],
+                now: datetime) -> ec.EllipticCurvePublicKey:
+    """The chain (signature cached per certificate pair; validity at `now` every time),
+    then the leaf's own validity and what `_leaf_key` checks."""
+    _chains_to(leaf_der, anchors, now)
+    _check_validity(leaf, now, "simulated attestation key")
+    return _leaf_key(leaf_der)
 
 
 def verify(quote: dict[str, Any], trust: QuoteTrust, expected_report_data: bytes) -> QuoteVerification:

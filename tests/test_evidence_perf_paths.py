@@ -149,6 +149,24 @@ def test_record_to_json_is_rfc8785_of_to_dict(record: RunRecord) -> None:
         assert got == "refused"
 
 
+@settings(deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(st.characters(exclude_categories=()), max_size=40),  # lone surrogates too
+       number=st.floats(allow_nan=False, allow_infinity=False),
+       ids=st.lists(st.integers(-(2**53 - 1), 2**53 - 1), max_size=5))
+def test_record_to_json_is_rfc8785_for_any_text_and_number(text: str, number: float,
+                                                           ids: list[int]) -> None:
+    base = _records()[1]
+    record = dataclasses.replace(
+        base.replace("gpu.arch", text).replace("sampling.temperature", number),
+        output_token_ids=tuple(ids))
+    expected = _rfc8785(record.to_dict())
+    try:
+        got: bytes | str = record.to_json()
+    except EncodingError:
+        got = "refused"
+    assert got == (expected if isinstance(expected, bytes) else "refused")
+
+
 def test_record_digest_of_the_fixture_is_unchanged() -> None:
     """The digest of fixtures/records/complete.json, computed with rfc8785 itself."""
     record = RunRecord.from_json((FIXTURES / "records" / "complete.json").read_bytes())

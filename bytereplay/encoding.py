@@ -201,6 +201,12 @@ def _reject_constant(name: str) -> Any:
     raise EncodingError(f"non-standard JSON number {name}")
 
 
+# One decoder for every call (as `json.loads` keeps one for its defaults): making one per
+# call builds a new scanner each time.
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates,
+                                   parse_constant=_reject_constant)
+
+
 def _depth(value: Any, limit: int) -> None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -225,9 +231,7 @@ def strict_json_loads(
     _check_size(data, max_bytes)
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
+        value = _STRICT_DECODER.decode(text)
     except UnicodeDecodeError:
         raise EncodingError("JSON is not valid UTF-8") from None
     except RecursionError:

@@ -39,8 +39,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402,F401  (torch before regopy in one process: see notes/issue5.md)
-
 from attester.engine import Engine, EngineSettings  # noqa: E402
 from bytereplay.encoding import b64url_decode  # noqa: E402
 from bytereplay.home import Home  # noqa: E402

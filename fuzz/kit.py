@@ -100,6 +100,16 @@ class EvidenceKit:
         return encode(claims, sign_key or kw.get("cnf_key") or self.key, fmt)
 
 
+    def make_for(self, challenge: Mapping[str, str], fmt: str = "jwt", **kw: Any) -> str | bytes:
+        """Evidence answering a verifier's challenge (`{"nonce", "issued_at",
+        "expires_at"}`, as `/v1/challenge` gives it): the record's challenge window is the
+        challenge's, as the attester writes it."""
+        record = (kw.pop("record", None) or self.record) \
+            .replace("challenge_window.issued_at", challenge["issued_at"]) \
+            .replace("challenge_window.expires_at", challenge["expires_at"])
+        return self.make(b64url_decode(challenge["nonce"]), fmt, record=record, **kw)
+
+
 # -- hand-made COSE_Sign1 ---------------------------------------------------------------
 
 

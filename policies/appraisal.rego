@@ -21,6 +21,9 @@
 #   evidence.measurements  "ok" | "differs" | "not-run"  quote registers vs the run record
 #   nonce                  "ok" | "not-checked" | "missing" | "malformed" | "unknown"
 #                          | "reused" | "expired" | "not-run"
+#   challenge_window       "ok" | "differs" | "missing" | "not-run"  the run record's
+#                          challenge window against the nonce's own issue and expiry times
+#                          (checked once the nonce is consumed)
 #   tee                    {"provider": text, "simulated": bool, "hardware": bool,
 #                           "chain_ok": bool} or null (null until a quote is accepted)
 #   reference.{model,container,runtime}
@@ -92,6 +95,10 @@ contributions contains ["instance-identity", 32] if {
 }
 
 contributions contains ["instance-identity", 96] if input.nonce in refused_nonce
+
+# The record names another challenge window than the one its nonce was issued with: the
+# evidence contradicts itself about freshness.
+contributions contains ["instance-identity", 96] if input.challenge_window == "differs"
 
 # -- hardware: a simulated TEE is a warning, never better ---------------------------
 
@@ -197,6 +204,10 @@ vector := {c: v |
 reasons contains "cryptographic validation of the Evidence failed" if crypto_failed
 
 reasons contains sprintf("nonce refused: %s", [input.nonce]) if input.nonce in refused_nonce
+
+reasons contains "the run record's challenge window is not the one its nonce was issued with" if {
+	input.challenge_window == "differs"
+}
 
 reasons contains "nonce not checked: this verifier did not issue it" if input.nonce == "not-checked"
 

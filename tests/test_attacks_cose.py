@@ -347,7 +347,7 @@ def test_hmac_attack_is_a_genuine_mac(ek: kit.EvidenceKit) -> None:
     assert msg[3] == expect.digest()
 
 
-# -- unhashable header values: a crash, not a refusal (bug, see notes/issue7.md) ----------
+# -- unhashable header values: once a crash, now a refusal (a bug found here, fixed) ------
 
 
 @pytest.mark.parametrize("build", [
@@ -469,8 +469,8 @@ def test_pipeline_answers_attacks_with_a_negative_ear_and_keeps_the_nonce(
 
 def test_pipeline_turns_unhashable_header_crash_into_a_negative_ear(
         verifier: Any, ek: kit.EvidenceKit) -> None:
-    """Bug (notes/issue7.md): `decode_evidence` raises TypeError, which `step_decode` does
-    not catch, so the verifier raises (HTTP 500) instead of answering with an EAR."""
+    """Bug (fixed): `decode_evidence` raised TypeError, which `step_decode` did not catch,
+    so the verifier raised (HTTP 500) instead of answering with an EAR."""
     result = verifier.appraise(_cwt(ek, protected=_prot(ek, l1=[-7])), "cwt", replay=False)
     assert result.status == "contraindicated"
 

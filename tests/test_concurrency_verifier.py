@@ -73,8 +73,8 @@ def test_same_evidence_100_threads_two_replicas(store: str, tmp_path: Path,
     extra = _store_config(store, url, f"br-conc-{tmp_path.name}:")
     replicas = [Verifier(VerifierConfig(home=home, replay=False, **extra)) for _ in range(2)]
     try:
-        nonce = replicas[0].issue_nonce().nonce
-        evidence = ek.make(nonce)
+        challenge = replicas[0].issue_nonce().to_json()
+        evidence = ek.make_for(challenge)
         barrier = threading.Barrier(N)
 
         def submit(i: int) -> str:
@@ -87,7 +87,7 @@ def test_same_evidence_100_threads_two_replicas(store: str, tmp_path: Path,
         _assert_exactly_one([_outcome(t, jwks) for t in tokens])
         # CWT Evidence for the same (now used) nonce is refused too: the nonce, not the
         # encoding, is what is single-use.
-        cwt = ek.make(nonce, fmt="cwt")
+        cwt = ek.make_for(challenge, fmt="cwt")
         assert _outcome(replicas[1].appraise(cwt, "cwt", replay=False).token, jwks)[1] != "ok"
     finally:
         for v in replicas:
@@ -125,8 +125,8 @@ def test_same_evidence_100_requests_two_server_processes(store: str, fmt: str, t
     try:
         for s in servers:
             s.wait()
-        nonce = httpx.post(f"{servers[0].url}/v1/challenge").json()["nonce"]
-        evidence = ek.make(kit.b64url_decode(nonce), fmt=fmt)
+        challenge = httpx.post(f"{servers[0].url}/v1/challenge").json()
+        evidence = ek.make_for(challenge, fmt=fmt)
         body = evidence if isinstance(evidence, bytes) else evidence.encode()
         responses = asyncio.run(_fire([s.url for s in servers], body,
                                       f"application/eat+{fmt}"))

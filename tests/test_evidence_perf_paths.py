@@ -1,4 +1,4 @@
-"""The fast paths of the appraisal (notes/perf.md) give the same answers as the slow ones.
+"""The fast paths of the appraisal give the same answers as the slow ones.
 
 - `bytereplay.encoding.jcs` and `RunRecord.to_json` write the bytes `rfc8785.dumps` writes
   (or refuse as it does), so record digests do not change;

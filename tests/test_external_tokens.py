@@ -10,7 +10,6 @@ from typing import Any
 
 import jwt
 import pytest
-import torch  # noqa: F401  (torch before regopy in one process: see notes/issue5.md)
 from fastapi.testclient import TestClient
 from jwks_server import JwksServer
 from verifier_fixtures import evidence_factory, make_verifier, new_home

@@ -425,7 +425,7 @@ def test_record_from_dict_only_record_errors(value: Any) -> None:
     _refused_or(lambda: RunRecord.from_dict(value), RecordError)
 
 
-# Found by these properties; see notes/issue7.md. Each fails until its bug is fixed.
+# Bugs these properties found, each fixed; every test below fails if its bug comes back.
 
 
 def test_bug_record_huge_int_in_float_field_is_a_record_error() -> None:

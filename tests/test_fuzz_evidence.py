@@ -188,7 +188,7 @@ def test_decode_evidence_validly_signed_cwt_claim_mutations(claims: Any) -> None
 
 @budget(300)
 @given(protected_headers, st.one_of(st.just({}), cbor_values))
-@example({1: [-7], 4: KID}, {})      # unhashable alg (bug: TypeError, notes/issue7.md)
+@example({1: [-7], 4: KID}, {})      # unhashable alg (was a TypeError: a bug, fixed)
 @example({1: -7, 4: KID}, {1: -7})
 def test_decode_evidence_validly_signed_cwt_header_mutations(protected: Any,
                                                              unprotected: Any) -> None:

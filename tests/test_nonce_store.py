@@ -6,23 +6,26 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch  # noqa: F401  (torch before regopy in one process: see notes/issue5.md)
 from verifier_fixtures import evidence_factory, make_verifier, new_home, redis_url, store_options
 
 from bytereplay.ear import peek
 from bytereplay.errors import UsageError
+from bytereplay.record import ChallengeWindow
 from verifier.nonces import (
     EXPIRED,
     REUSED,
     UNKNOWN,
+    IssuedNonce,
     NonceRefused,
     RedisStore,
     SqliteStore,
     Store,
+    compare_window,
 )
 
 __all__ = ["redis_url"]  # the fixture, imported for pytest
@@ -178,3 +181,21 @@ def test_fifty_concurrent_submissions_one_accepted(kind: str, tmp_path: Path,
         assert verifier.metrics.nonce_refusals.labels("reused")._value.get() == N - 1
     finally:
         verifier.close()
+
+
+@pytest.mark.parametrize(("issued_at", "expires_at", "fact"), [
+    ("2027-01-15T08:00:00Z", "2027-01-15T08:02:00Z", "ok"),
+    ("2027-01-15T08:00:00.700Z", "2027-01-15T10:02:00+02:00", "ok"),  # same seconds, other spelling
+    ("2027-01-15T08:00:01Z", "2027-01-15T08:02:00Z", "differs"),
+    ("2027-01-15T08:00:00Z", "2027-01-15T09:02:00Z", "differs"),
+    (None, "2027-01-15T08:02:00Z", "missing"),
+    ("2027-01-15T08:00:00Z", None, "missing"),
+])
+def test_compare_window(issued_at: str | None, expires_at: str | None, fact: str) -> None:
+    start = datetime(2027, 1, 15, 8, 0, 0, 700_000, tzinfo=UTC).timestamp()
+    issued = IssuedNonce(b"n" * 16, start, start + 120)
+    got, text = compare_window(ChallengeWindow(issued_at, expires_at), issued)
+    assert got == fact
+    if fact == "differs":
+        assert "2027-01-15T08:00:00Z" in text and "2027-01-15T08:02:00Z" in text
+    assert compare_window(None, issued)[0] == "missing"

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch  # noqa: F401  (torch before regopy in one process: see notes/issue5.md)
 from verifier_fixtures import (
     OTHER_HASH,
     UNKNOWN_MODEL,

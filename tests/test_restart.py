@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import kit
 
 from bytereplay.ear import read_ear
-from bytereplay.encoding import b64url_decode
 from bytereplay.errors import BytereplayError
 from bytereplay.home import Home
 from bytereplay.jwks import KeySet
@@ -50,7 +49,7 @@ class Seen:
     lost: list[tuple[bytes, str]] = field(default_factory=list)  # sent, no answer (crash)
     result_ids: list[str] = field(default_factory=list)
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> doc seen pre-crash
-    spare_nonces: list[str] = field(default_factory=list)
+    spare_challenges: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
     errors: list[str] = field(default_factory=list)  # unexpected answers in load threads
 
@@ -71,13 +70,13 @@ def _load_loop(base: str, seen: Seen, stop: threading.Event, seed: int) -> None:
             body: bytes | None = None
             ctype = ""
             try:
-                nonce = client.post("/v1/challenge").json()["nonce"]
+                challenge = client.post("/v1/challenge").json()
                 if rnd.random() < 0.1:
                     with seen.lock:
-                        seen.spare_nonces.append(nonce)
+                        seen.spare_challenges.append(challenge)
                     continue
                 fmt = rnd.choice(["jwt", "cwt"])
-                ev = ek.make(b64url_decode(nonce), fmt=fmt)
+                ev = ek.make_for(challenge, fmt=fmt)
                 body = ev if isinstance(ev, bytes) else ev.encode()
                 ctype = f"application/eat+{fmt}"
                 if rnd.random() < 0.5:
@@ -181,7 +180,7 @@ def _check_after_restart(base: str, seen: Seen, jwks: dict[str, Any],
         with seen.lock:
             accepted, lost = list(seen.accepted), list(seen.lost)
             ids, done = list(seen.result_ids), dict(seen.done)
-            spare, seen.spare_nonces = list(seen.spare_nonces), []
+            spare, seen.spare_challenges = list(seen.spare_challenges), []
             seen.lost = []
         for body, ctype in _sample(accepted):
             doc = _verify(client, body, ctype)
@@ -213,8 +212,8 @@ def _check_after_restart(base: str, seen: Seen, jwks: dict[str, Any],
                 assert done[rid] == doc, "a result changed across a restart"
             figures["results_checked"] += 1
         # 3. a nonce issued before the crash and never used is still good, once
-        for nonce in spare[:5]:
-            ev = seen.ek.make(b64url_decode(nonce))
+        for challenge in spare[:5]:
+            ev = seen.ek.make_for(challenge)
             body = ev if isinstance(ev, bytes) else ev.encode()
             assert _verify(client, body, "application/eat+jwt")["status"] == "warning"
             assert _verify(client, body, "application/eat+jwt")["status"] == "contraindicated"

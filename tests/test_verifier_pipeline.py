@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from bytereplay.keys import SigningKey
 from verifier import config as config_mod
 from verifier.appraisal_policy import AppraisalPolicy
 from verifier.config import DEFAULT_MODEL_DIR, DEFAULT_POLICY
-from verifier.nonces import SqliteStore
+from verifier.nonces import IssuedNonce, SqliteStore, rfc3339
 from verifier.pipeline import Verifier
 from verifier.results import Result
 
@@ -317,6 +318,75 @@ def test_cli_mode_nonce_not_checked_caps_at_warning(tmp_path: Path) -> None:
         check_nonce_refused(verifier.appraise(evidence), "reused")
     finally:
         verifier.close()
+
+
+# -- the run record's challenge window against the nonce's own times -------------------------
+
+
+def window_of(issued: IssuedNonce, *, shift: float = 0.0) -> dict[str, Any]:
+    times = issued.to_json()
+    return {"challenge_window.issued_at": rfc3339(issued.issued_at + shift),
+            "challenge_window.expires_at": times["expires_at"]}
+
+
+def test_challenge_window_as_issued_is_ok(env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    issued = verifier.issue_nonce()
+    result = verifier.appraise(factory.make(issued.nonce, edits=window_of(issued)), replay=False)
+    sub = sub_of(result)
+    assert sub["bytereplay.checks"]["challenge_window"] == "ok"
+    assert sub["ear.trustworthiness-vector"]["instance-identity"] == 2
+    assert result.status == "warning"  # the simulated TEE, as ever
+
+
+def test_challenge_window_in_another_offset_is_the_same_window(
+        env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    issued = verifier.issue_nonce()
+    times = issued.to_json()
+    # The same instants, written with +02:00 and a fraction of a second.
+    def shifted(text: str) -> str:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(
+            timezone(timedelta(hours=2)))
+        return when.isoformat(timespec="milliseconds")
+    edits = {"challenge_window.issued_at": shifted(times["issued_at"]),
+             "challenge_window.expires_at": shifted(times["expires_at"])}
+    result = verifier.appraise(factory.make(issued.nonce, edits=edits), replay=False)
+    assert sub_of(result)["bytereplay.checks"]["challenge_window"] == "ok"
+
+
+def test_challenge_window_that_differs_contraindicates_instance_identity(
+        env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    issued = verifier.issue_nonce()
+    evidence = factory.make(issued.nonce, edits=window_of(issued, shift=-3600))
+    result = verifier.appraise(evidence, replay=False)
+    sub = sub_of(result)
+    check = sub["bytereplay.checks"]["challenge_window"]
+    assert check.startswith("differs: ") and rfc3339(issued.issued_at) in check
+    assert sub["bytereplay.checks"]["nonce"] == "ok"  # the nonce itself was fresh: now spent
+    assert sub["ear.trustworthiness-vector"]["instance-identity"] == 96
+    assert result.status == "contraindicated"
+    assert ("the run record's challenge window is not the one its nonce was issued with"
+            in sub["bytereplay.reasons"])
+
+
+def test_challenge_window_missing_is_left_to_preflight(
+        env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    result = verifier.appraise(factory.make(verifier.issue_nonce().nonce), replay=False)
+    sub = sub_of(result)
+    assert sub["bytereplay.checks"]["challenge_window"].startswith("not checked")
+    assert "challenge_window.issued_at" in sub["bytereplay.preflight"]["missing"]
+    assert sub["ear.trustworthiness-vector"]["instance-identity"] == 2
+
+
+def test_challenge_window_is_not_checked_when_the_nonce_is_refused(
+        env: tuple[Verifier, EvidenceFactory]) -> None:
+    verifier, factory = env
+    nonce = bytes(range(32))  # never issued
+    result = verifier.appraise(factory.make(nonce), replay=False)
+    assert "challenge_window" not in sub_of(result)["bytereplay.checks"]
 
 
 # -- quote measurements, reference values ------------------------------------------------------

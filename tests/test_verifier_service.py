@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import torch  # noqa: F401  (torch before regopy in one process: see notes/issue5.md)
 from fastapi.testclient import TestClient
 from verifier_fixtures import (
     EvidenceFactory,

@@ -21,6 +21,7 @@ a half-written result.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import sqlite3
 import threading
@@ -29,11 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from bytereplay.eat import NONCE_DEFAULT, NONCE_MAX, NONCE_MIN
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import NonceError, UsageError
+
+if TYPE_CHECKING:
+    from bytereplay.record import ChallengeWindow
 
 UNKNOWN, REUSED, EXPIRED = "unknown", "reused", "expired"
 REASONS = (UNKNOWN, REUSED, EXPIRED)
@@ -77,6 +81,29 @@ class IssuedNonce:
     def to_json(self) -> dict[str, str]:
         return {"nonce": self.text, "issued_at": rfc3339(self.issued_at),
                 "expires_at": rfc3339(self.expires_at)}
+
+
+WINDOW_OK, WINDOW_DIFFERS, WINDOW_MISSING = "ok", "differs", "missing"
+
+
+def _seconds(text: str) -> int:
+    """Whole seconds since the epoch of an RFC 3339 time (the record parser checked it)."""
+    return math.floor(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
+def compare_window(window: ChallengeWindow | None, issued: IssuedNonce) -> tuple[str, str]:
+    """Whether a run record's challenge window is the one its nonce was issued with, to
+    the second (the challenge answer gives whole seconds; any offset may be written).
+    Returns the fact (`ok`, `differs`, `missing`) and the check text."""
+    if window is None or window.issued_at is None or window.expires_at is None:
+        return WINDOW_MISSING, "not checked: the run record lacks its challenge window"
+    recorded = (window.issued_at, window.expires_at)
+    actual = (rfc3339(issued.issued_at), rfc3339(issued.expires_at))
+    if [_seconds(t) for t in recorded] == [_seconds(t) for t in actual]:
+        return WINDOW_OK, WINDOW_OK
+    return WINDOW_DIFFERS, (
+        f"differs: the run record says the challenge was issued at {recorded[0]} and expires "
+        f"at {recorded[1]}; this verifier issued the nonce at {actual[0]}, expiring {actual[1]}")
 
 
 class Store(Protocol):

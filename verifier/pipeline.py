@@ -51,7 +51,7 @@ from verifier.appraisal_policy import AppraisalPolicy
 from verifier.config import VerifierConfig
 from verifier.external import ExternalVerifier
 from verifier.metrics import Metrics
-from verifier.nonces import IssuedNonce, NonceRefused, Store, open_store
+from verifier.nonces import IssuedNonce, NonceRefused, Store, compare_window, open_store
 from verifier.replay import (
     DIGEST_CACHE_FILE,
     EngineFactory,
@@ -82,6 +82,7 @@ class Appraisal:
         "evidence": {"decode": "not-run", "signature": "not-run", "quote": "not-run",
                      "measurements": "not-run"},
         "nonce": "not-run",
+        "challenge_window": "not-run",
         "tee": None,
         "reference": {"model": "not-configured", "container": "not-configured",
                       "runtime": "not-configured"},
@@ -202,7 +203,7 @@ def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics) -> None:
             a.checks["nonce"] = ("not checked: this verifier's store did not issue the nonce, "
                                  "so freshness is not shown")
             return
-        store.consume(nonce)
+        issued = store.consume(nonce)
     except NonceRefused as exc:
         a.facts["nonce"] = exc.reason
         a.checks["nonce"] = f"refused: {exc.detail}"
@@ -214,6 +215,8 @@ def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics) -> None:
         raise StoreUnavailable(f"the nonce store failed: {exc}") from None
     a.facts["nonce"] = OK
     a.checks["nonce"] = OK
+    a.facts["challenge_window"], a.checks["challenge_window"] = compare_window(
+        a.decoded.record.challenge_window, issued)
 
 
 def step_reference(a: Appraisal, refs: reference_values.ReferenceValues) -> None:

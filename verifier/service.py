@@ -40,7 +40,6 @@ from attester.http import BodyLimit, install_problem_handlers, read_json_body
 from bytereplay.eat import MEDIA_CWT, MEDIA_JWT, NONCE_MAX, NONCE_MIN
 from bytereplay.errors import (
     BytereplayError,
-    EncodingError,
     MediaTypeError,
     NotFoundError,
     QueueFull,
@@ -74,17 +73,6 @@ def _flag(request: Request, name: str, default: bool) -> bool:
     raise UsageError(f"query parameter {name!r} must be true or false")
 
 
-async def _json_body(request: Request, max_bytes: int) -> Any:
-    """`read_json_body`, with one escape closed: Python's int-digit limit raises a bare
-    ValueError inside `strict_json_loads` (to be fixed there: notes/issue5.md)."""
-    try:
-        return await read_json_body(request, max_bytes)
-    except BytereplayError:
-        raise
-    except ValueError as exc:
-        raise EncodingError(f"malformed JSON: {exc}") from None
-
-
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -101,7 +89,7 @@ async def _read_evidence(request: Request, max_body: int) -> tuple[bytes | str, 
     if media == MEDIA_CWT:
         return await request.body(), "cwt", None
     if media in JSON_TYPES:
-        doc = await _json_body(request, max_body)
+        doc = await read_json_body(request, max_body)
         if not isinstance(doc, dict):
             raise UsageError("the JSON body is an object {\"evidence\", \"format\"}")
         unknown = sorted(set(doc) - {"evidence", "format", "external_tokens"})
@@ -153,7 +141,7 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         if await request.body():
             if _media_type(request) not in JSON_TYPES:
                 raise MediaTypeError("send the challenge options as application/json")
-            doc = await _json_body(request, 4096)
+            doc = await read_json_body(request, 4096)
             if not isinstance(doc, dict) or set(doc) - {"size"}:
                 raise UsageError("the challenge body is {\"size\": 8..64}")
             if "size" in doc:
@@ -220,7 +208,7 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
 
     @app.post("/v1/external/verify")
     async def external_verify(request: Request) -> JSONResponse:
-        doc = await _json_body(request, 64 * 1024)
+        doc = await read_json_body(request, 64 * 1024)
         if not isinstance(doc, dict) or not isinstance(doc.get("token"), str) or \
                 set(doc) - {"token", "service"}:
             raise UsageError("the body is {\"token\": <JWT>, \"service\"?: <name>}")

@@ -229,9 +229,37 @@ def strict_json_loads(
 ) -> Any:
     """Parse JSON refusing duplicate keys, NaN/Infinity, deep nesting and oversize input."""
     _check_size(data, max_bytes)
+    value = _compact_parse(data) if isinstance(data, bytes) else _NOT_COMPACT
+    if value is _NOT_COMPACT:
+        value = _strict_parse(data, max_depth)
+    if _openers(data) + 1 > max_depth:  # else nothing can nest deeper than the limit
+        _depth(value, max_depth)
+    return value
+
+
+_NOT_COMPACT: Any = object()
+
+
+def _compact_parse(data: bytes) -> Any:
+    """orjson's parse of `data` when `data` is exactly orjson's compact writing of that
+    parse, else `_NOT_COMPACT`. Such text has no duplicate keys (a dict writes each key
+    once, and a dropped member would make the writing differ), no NaN, and each number and
+    string in its one shortest spelling, so the strict parser reads the same value from it;
+    it is also what bytereplay signs (`compact_json`). Anything else, the strict parser
+    decides."""
+    try:
+        value = orjson.loads(data)
+        if orjson.dumps(value) == data:
+            return value
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        pass
+    return _NOT_COMPACT
+
+
+def _strict_parse(data: bytes | str, max_depth: int) -> Any:
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = _STRICT_DECODER.decode(text)
+        return _STRICT_DECODER.decode(text)
     except UnicodeDecodeError:
         raise EncodingError("JSON is not valid UTF-8") from None
     except RecursionError:
@@ -240,16 +268,15 @@ def strict_json_loads(
         raise EncodingError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:  # e.g. an integer past Python's digit limit
         raise EncodingError(f"malformed JSON: {exc}") from None
-    if _openers(text) + 1 > max_depth:  # else nothing can nest deeper than the limit
-        _depth(value, max_depth)
-    return value
 
 
-def _openers(text: str) -> int:
-    """The count of `{` and `[` in the JSON `text` (inside strings too, which only makes it
+def _openers(data: bytes | str) -> int:
+    """The count of `{` and `[` in the JSON `data` (inside strings too, which only makes it
     larger). Plus one (a scalar inside the innermost container), it bounds the depth
     `_depth` measures."""
-    return text.count("{") + text.count("[")
+    if isinstance(data, bytes):
+        return data.count(b"{") + data.count(b"[")
+    return data.count("{") + data.count("[")
 
 
 def cbor_dumps(value: Any) -> bytes:

@@ -51,6 +51,7 @@ from bytereplay.encoding import (
     compact_json,
     jcs,
     sha256_tag,
+    strict_json_loads,
 )
 from bytereplay.errors import (
     BytereplayError,
@@ -284,6 +285,55 @@ def test_compact_json_reads_back_as_the_value(value: Any, sort_keys: bool) -> No
     assert json.loads(text) == value
     if sort_keys and isinstance(value, dict):
         assert list(json.loads(text)) == sorted(value)
+
+
+def _parsed_or_error(parse: Any, data: bytes) -> str:
+    """What a parse gives, with types and order visible: repr of the value, or the error."""
+    try:
+        return repr(parse(data))
+    except EncodingError as exc:
+        return f"refused: {exc.detail}"
+
+
+def _spellings(value: Any) -> st.SearchStrategy[bytes]:
+    """`value` written as bytereplay signs it, as the standard library writes it, and
+    with a duplicate key, an escape or a space slipped in."""
+    compact = compact_json(value)
+    return st.sampled_from([
+        compact,
+        json.dumps(value).encode(),
+        json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(),
+        compact.replace(b"{", b'{"k":0,"k":1,', 1) if compact.startswith(b"{") and
+        compact != b"{}" else compact,
+        compact.replace(b"{", b'{"k":0,', 1).replace(b'}', b',"k":0}', 1),
+        compact.replace(b"e", b"\\u0065", 1), compact + b" ", compact.replace(b":", b": ", 1),
+    ])
+
+
+@settings(deadline=None, max_examples=800)
+@given(json_values.flatmap(_spellings) | st.binary(max_size=40))
+@example(b'{"a":1,"a":1}')
+@example(b'{"a":NaN}')
+@example(b'[1.0,-0.0,1e5,100000.0,"\\ud800",18446744073709551616]')
+@example(b'"\xef\xbb\xbf1"')
+def test_strict_json_loads_fast_path_reads_what_the_strict_parser_reads(data: bytes) -> None:
+    """The compact fast path only ever answers for text the strict parser reads the same
+    way; every other text (duplicates, escapes, spaces, odd numbers) gets the strict
+    parser's own answer."""
+    from bytereplay import encoding
+
+    expected = _parsed_or_error(lambda d: encoding._strict_parse(d, 10**6), data)
+    got = _parsed_or_error(lambda d: strict_json_loads(d, max_depth=10**6), data)
+    assert got == expected
+
+
+def test_compact_json_takes_the_fast_path() -> None:
+    from bytereplay import encoding
+
+    value = {"b": [1, 2.5, "é", None, True], "a": {"x": -0.0}}
+    assert encoding._compact_parse(compact_json(value)) == value
+    for other in (json.dumps(value).encode(), b'{"a":1,"a":2}', b'{"a": 1}'):
+        assert encoding._compact_parse(other) is encoding._NOT_COMPACT
 
 
 def test_compact_json_is_compact_utf8() -> None:

@@ -5,10 +5,11 @@
 
 Measures, on the fixture model and the simulated TEE:
 
-1. the signature checks alone, per appraisal: the EAT signature, the simulated CA's
-   signature on the attestation key certificate, the quote signature (three ECDSA P-256
-   verifications) and the EAR signature (one ECDSA signing) over the real bytes of the
-   Evidence: the floor any appraisal pays;
+1. the signature checks alone, per appraisal, as the issue counts them: the EAT signature
+   and the quote signature (two ECDSA P-256 verifications) and the EAR signature (one
+   ECDSA signing), over the real bytes: the floor any appraisal pays (the simulated CA's
+   signature on the attestation key certificate is checked once per certificate and
+   remembered, so an appraisal does not pay it);
 2. in-process appraisals per second without replay (decode, signature, quote and binding,
    nonce consumed in SQLite, reference values, preflight, policy, EAR signed), on one
    core (the process is pinned to one CPU where the OS allows), with the ratio to (1)
@@ -45,6 +46,10 @@ from bytereplay.home import Home  # noqa: E402
 from verifier.config import VerifierConfig  # noqa: E402
 from verifier.pipeline import Verifier  # noqa: E402
 from verifier.testing import DECODE, EvidenceFactory, run  # noqa: E402
+
+# The issue's figures: 2,000 appraisals/s in-process on one core, where the signature
+# checks alone allow about 7,000/s.
+TARGET, TARGET_SIG_RATE = 2000, 7000
 
 
 @contextlib.contextmanager
@@ -106,23 +111,19 @@ def interleaved(jobs: dict[str, tuple[Callable[[Any], Any], list[Any]]],
 # -- 1. the signature checks alone -------------------------------------------------------
 
 
-def signature_work(evidence: list[str], verifier: Verifier) -> tuple[Callable[[Any], None],
-                                                                      list[Any]]:
-    """The crypto of one appraisal, prepared so the timed part is only the crypto. (The
-    verifier remembers the leaf->CA check per certificate pair, so an appraisal itself
-    now pays two verifications and one signature; the baseline keeps all four.)"""
-    import base64
-
-    from cryptography import x509
+def signature_work(evidence: list[str], verifier: Verifier,
+                   sample_ear: str) -> tuple[Callable[[Any], None], list[Any]]:
+    """The signature checks of one appraisal, prepared so the timed part is only them
+    (`sample_ear`: an EAR this verifier issued, whose signing input size the EAR
+    signature takes)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
     from attester.evidence import decode_evidence
-    from attester.tee.simulated import _signed_bytes
+    from attester.tee.simulated import _leaf_from_chain, _signed_bytes
     from bytereplay.keys import key_from_jwk
 
-    ca = x509.load_pem_x509_certificate(verifier.trust_sources[0].pem.encode())
     ecdsa = ec.ECDSA(hashes.SHA256())
     items = []
     for token in evidence:
@@ -130,18 +131,16 @@ def signature_work(evidence: list[str], verifier: Verifier) -> tuple[Callable[[A
         head, body, sig = token.split(".")
         raw = b64url_decode(sig)
         der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        leaf = x509.load_der_x509_certificate(base64.b64decode(d.quote["cert_chain"][0]))
-        quote_pub = leaf.public_key()
-        items.append((key_from_jwk(d.jwk), der, f"{head}.{body}".encode(), leaf, quote_pub,
+        quote_pub = _leaf_from_chain(d.quote)[1].public_key()
+        items.append((key_from_jwk(d.jwk), der, f"{head}.{body}".encode(), quote_pub,
                       b64url_decode(d.quote["signature"]), _signed_bytes(d.quote)))
     ear_key = verifier.key.private
     assert isinstance(ear_key, ec.EllipticCurvePrivateKey), "the benchmark signs EARs with ES256"
-    ear_payload = b"x" * 1500
+    ear_payload = b"x" * len(sample_ear.rsplit(".", 1)[0])
 
     def check(item: Any) -> None:
-        eat_pub, der, signed, leaf, quote_pub, quote_sig, quote_bytes = item
+        eat_pub, der, signed, quote_pub, quote_sig, quote_bytes = item
         eat_pub.verify(der, signed, ecdsa)  # the EAT
-        leaf.verify_directly_issued_by(ca)  # the CA on the attestation key
         quote_pub.verify(quote_sig, quote_bytes, ecdsa)  # the quote
         ear_key.sign(ear_payload, ecdsa)  # the EAR
 
@@ -312,9 +311,9 @@ def main() -> int:
             t0 = time.perf_counter()
             evidence = [str(factory.make(verifier.issue_nonce().nonce)) for _ in range(args.n)]
             make_rate = args.n / (time.perf_counter() - t0)
-            check, items = signature_work(evidence, verifier)
+            warm = verifier.appraise(str(factory.make(verifier.issue_nonce().nonce)))
+            check, items = signature_work(evidence, verifier, warm.token)
             with one_core() as pinning:
-                verifier.appraise(str(factory.make(verifier.issue_nonce().nonce)))  # warm up
                 # Only the statuses are kept: holding every result would make the cyclic
                 # garbage collector rescan them (and torch's objects) again and again.
                 seen: set[str] = set()
@@ -344,6 +343,14 @@ def main() -> int:
             "per_appraisal_cpu_us": round(1e6 / app.per_cpu_s(), 1),
             "of_which_us": where,
             "evidence_made_per_s": round(make_rate, 1),
+            "target": {
+                "appraisals_per_s": TARGET,
+                "met": appraisal_rate >= TARGET,
+                # The issue sets 2,000/s where the signature checks alone allow about
+                # 7,000/s: the same share of this machine's signature rate.
+                "scaled_to_this_machine_per_s": round(TARGET * sig_rate / TARGET_SIG_RATE, 1),
+                "scaled_met": appraisal_rate / sig_rate >= TARGET / TARGET_SIG_RATE,
+            },
         }
         if not args.no_http:
             report["http"] = http_rate(home, factory, args.http_n, args.concurrency)
@@ -354,16 +361,19 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"machine: {report['machine']}")
-    print(f"signature checks alone (3 ECDSA verify + 1 sign): {sig_rate:,.0f}/s "
+    t = report["target"]
+    print(f"signature checks alone (2 ECDSA verify + 1 sign): {sig_rate:,.0f}/s "
           f"({report['signature_checks_alone_per_cpu_s']:,.0f} per CPU-second)")
     print(f"in-process appraisals without replay:             {appraisal_rate:,.0f}/s "
           f"({app.per_cpu_s():,.0f} per CPU-second; {report['per_appraisal_us']:.0f} us "
           f"each, {report['per_appraisal_cpu_us']:.0f} us CPU)")
     print(f"ratio appraisals / signature checks alone:        "
-          f"{report['ratio_to_signature_checks']:.2f} (wall), "
-          f"{report['ratio_to_signature_checks_cpu']:.2f} (CPU time); "
-          f"the same ratio at 3,900 signature checks/s is "
-          f"{3900 * report['ratio_to_signature_checks_cpu']:,.0f} appraisals/s")
+          f"{report['ratio_to_signature_checks']:.3f} (wall), "
+          f"{report['ratio_to_signature_checks_cpu']:.3f} (CPU time)")
+    print(f"target {TARGET:,}/s: {'met' if t['met'] else 'NOT met'}; scaled to this machine's "
+          f"signature rate ({TARGET:,} x {sig_rate:,.0f} / {TARGET_SIG_RATE:,} = "
+          f"{t['scaled_to_this_machine_per_s']:,.0f}/s, ratio {TARGET / TARGET_SIG_RATE:.3f}): "
+          f"{'met' if t['scaled_met'] else 'NOT met'}")
     print(f"  of which: {where}")
     if "http" in report:
         h = report["http"]

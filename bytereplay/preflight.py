@@ -25,9 +25,12 @@ class ItemResult:
         return out
 
 
-# Results are immutable and there are two per item: made once, shared by every report.
-_RESULT = {(item.field, status): ItemResult(item, status)
-           for item in (*ITEMS, POLICY_ITEM) for status in (HOLDS, MISSING, DEFERRED)}
+# Results are immutable: each item's two possible results are made once, shared by
+# every report.
+_FIELDS = tuple(item.field for item in ITEMS)
+_OUTCOMES = tuple((ItemResult(item, HOLDS), ItemResult(item, MISSING)) for item in ITEMS)
+_POLICY_OUTCOMES = (ItemResult(POLICY_ITEM, HOLDS), ItemResult(POLICY_ITEM, DEFERRED))
+_GROUP_SIZES = {g.value: sum(1 for i in (*ITEMS, POLICY_ITEM) if i.group == g) for g in Group}
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,14 @@ class PreflightReport:
         shrink sentences are left to the checklist itself (`bytereplay preflight`) and to
         the claim sentence, which already says how the claim shrinks."""
         groups: dict[str, dict[str, Any]] = {
-            g.value: {HOLDS: 0, MISSING: [], DEFERRED: []} for g in Group}
-        for r in self.results:
+            g: {HOLDS: size, MISSING: [], DEFERRED: []} for g, size in _GROUP_SIZES.items()}
+        missing: list[str] = []
+        for r in [r for r in self.results if r.status != HOLDS]:
             entry = groups[r.item.group]
-            if r.status == HOLDS:
-                entry[HOLDS] += 1
-            else:
-                entry[r.status].append(r.item.field)
-        missing = [f for g in groups.values() for f in g[MISSING]]
+            entry[HOLDS] -= 1
+            entry[r.status].append(r.item.field)
+            if r.status == MISSING:
+                missing.append(r.item.field)
         return {"checklist": SCHEMA, "complete": not missing, "missing": missing,
                 "groups": groups}
 
@@ -93,7 +96,7 @@ class PreflightReport:
 
 def preflight(record: RunRecord, policy: str | None = None) -> PreflightReport:
     """Check the record against the checklist. A pure function of its inputs."""
-    present = record.is_present
-    results = [_RESULT[i.field, HOLDS if present(i.field) else MISSING] for i in ITEMS]
-    results.append(_RESULT[POLICY_ITEM.field, HOLDS if policy else DEFERRED])
+    results = [holds if ok else missing
+               for (holds, missing), ok in zip(_OUTCOMES, record.present(_FIELDS), strict=True)]
+    results.append(_POLICY_OUTCOMES[0 if policy else 1])
     return PreflightReport(tuple(results))

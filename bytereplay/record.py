@@ -283,12 +283,31 @@ class RunRecord:
         value = self.get(path)
         return value is not None and value not in MISSING_SENTINELS
 
+    def present(self, paths: tuple[str, ...]) -> list[bool]:
+        """`is_present` of each of `paths`, with one C attribute walk each (the getters
+        are made once per tuple of paths; a missing group on the way takes `is_present`)."""
+        getters = _BATCHES.get(paths)
+        if getters is None:
+            getters = tuple(operator.attrgetter(p) for p in paths)
+            if len(_BATCHES) < 64:
+                _BATCHES[paths] = getters
+        out: list[bool] = []
+        for path, getter in zip(paths, getters, strict=True):
+            try:
+                value = getter(self)
+            except AttributeError:
+                out.append(self.is_present(path))
+                continue
+            out.append(value is not None and value not in MISSING_SENTINELS)
+        return out
+
     def replace(self, path: str, value: Any) -> RunRecord:
         """A copy with the dotted `path` set to `value` (None removes it)."""
         return _replace_in(self, path, value)  # type: ignore[no-any-return]
 
 
 _GETTERS: dict[str, operator.attrgetter[Any]] = {}
+_BATCHES: dict[tuple[str, ...], tuple[operator.attrgetter[Any], ...]] = {}
 
 
 def _replace_in(node: Any, path: str, value: Any) -> Any:

@@ -139,3 +139,14 @@ def test_summary_names_the_missing_field_in_its_group(field: str) -> None:
     # The summary is what the EAR carries: small, and plain JSON.
     assert json.loads(json.dumps(summary)) == summary
     assert len(json.dumps(summary)) < len(json.dumps(report.to_dict())) / 5
+
+
+def test_present_agrees_with_is_present() -> None:
+    paths = tuple(leaf_paths())
+    records = [complete(), RunRecord(), complete().replace("gpu", None),
+               complete().replace("container.digest", "unknown"),
+               complete().replace("output_token_ids", ())]
+    for record in records:
+        assert record.present(paths) == [record.is_present(p) for p in paths]
+    with pytest.raises(AttributeError):
+        complete().present(("gpu.no_such_field",))

@@ -474,7 +474,8 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
         if value is None:
             continue
         convert, check, plain_text = entry
-        if plain_text and type(value) is str and len(value) <= 4096 and _utf8(value):
+        if plain_text and type(value) is str and len(value) <= 4096 and \
+                (value.isascii() or _utf8(value)):
             converted = value  # what the text converter returns, without the call
         else:
             converted = convert(value, prefix + key)
@@ -550,7 +551,8 @@ def _plain_unbuild(node: Any) -> dict[str, Any]:
     for name in names:
         value = getattr(node, name)
         if value is not None:
-            out[name] = _plain_leaf(value)
+            t = type(value)
+            out[name] = value if t is str or t is bool else _plain_leaf(value)
     return out
 
 

@@ -386,8 +386,8 @@ class DecodedEvidence:
 
 
 def detect_format(data: bytes | str) -> str:
-    if isinstance(data, str):
-        return "jwt" if data.strip().count(".") == 2 else "cwt"
+    if isinstance(data, str):  # base64url text has no dots; a JWT has two (checked later)
+        return "jwt" if "." in data else "cwt"
     if data[:1] == b"\xd2" or data[:2] == b"\xd8\x3d":  # tag 18, tag 61
         return "cwt"
     return "jwt"

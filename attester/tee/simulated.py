@@ -277,17 +277,20 @@ class SimulatedProvider:
 
 @dataclass(frozen=True)
 class _Anchor:
-    """A configured simulated CA, parsed once: the certificate and its DER."""
+    """A configured simulated CA, parsed once: the certificate, its DER and whether it
+    carries basicConstraints CA:TRUE."""
 
     cert: x509.Certificate
     der: bytes
+    is_ca: bool
 
 
 def _load_anchor(pem: str) -> _Anchor:
     try:
         cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
-        return _Anchor(cert, cert.public_bytes(serialization.Encoding.DER))
-    except (ValueError, UnicodeEncodeError) as exc:
+        return _Anchor(cert, cert.public_bytes(serialization.Encoding.DER),
+                       _basic_ca(cert) is True)
+    except Exception as exc:  # ValueError, UnicodeEncodeError, or its extensions unreadable
         raise QuoteError(f"a configured simulated CA is not a PEM certificate: {exc}") from None
 
 
@@ -354,7 +357,7 @@ def _chains_to(leaf_der: bytes, anchors: tuple[_Anchor, ...], now: datetime) -> 
         if not _issued_by(leaf_der, anchor.der):
             continue
         ca = anchor.cert
-        if _basic_ca(ca) is not True:
+        if not anchor.is_ca:
             problems.append("the matching CA lacks basicConstraints CA:TRUE")
             continue
         try:

@@ -78,10 +78,10 @@ def _sign(key: SigningKey, data: bytes) -> bytes:
     priv = key.private
     alg = key.alg
     if alg in _EC_CURVES:
-        curve, hash_cls = _EC_CURVES[alg]
+        curve = _EC_CURVES[alg][0]
         if not isinstance(priv, ec.EllipticCurvePrivateKey) or priv.curve.name != curve:
             raise SignatureError(f"the signing key does not fit {alg}")
-        r, s_ = decode_dss_signature(priv.sign(data, ec.ECDSA(hash_cls())))
+        r, s_ = decode_dss_signature(priv.sign(data, _ECDSA[alg]))
         n = (priv.curve.key_size + 7) // 8
         return r.to_bytes(n, "big") + s_.to_bytes(n, "big")
     if alg == "EdDSA":
@@ -168,6 +168,7 @@ def select_key(header: Mapping[str, Any], keys: Mapping[str, PublicKey]) -> Publ
 # -- signatures -----------------------------------------------------------------------
 
 _EC_CURVES = {"ES256": ("secp256r1", hashes.SHA256), "ES384": ("secp384r1", hashes.SHA384)}
+_ECDSA = {alg: ec.ECDSA(hash_cls()) for alg, (_, hash_cls) in _EC_CURVES.items()}  # immutable
 _RSA_HASHES = {"RS256": hashes.SHA256, "PS384": hashes.SHA384}
 
 
@@ -176,7 +177,7 @@ def verify_signature(alg: str, key: PublicKey, signing_input: bytes, signature: 
     which must be of the type and curve `alg` names. Raises `SignatureError`."""
     try:
         if alg in _EC_CURVES:
-            curve, hash_cls = _EC_CURVES[alg]
+            curve = _EC_CURVES[alg][0]
             if not isinstance(key, ec.EllipticCurvePublicKey):
                 raise SignatureError(f"token refused: the key is not an EC key, as {alg} needs")
             if key.curve.name != curve:
@@ -187,7 +188,7 @@ def verify_signature(alg: str, key: PublicKey, signing_input: bytes, signature: 
                 raise SignatureError("signature does not verify")
             der = encode_dss_signature(int.from_bytes(signature[:n], "big"),
                                        int.from_bytes(signature[n:], "big"))
-            key.verify(der, signing_input, ec.ECDSA(hash_cls()))
+            key.verify(der, signing_input, _ECDSA[alg])
         elif alg == "EdDSA":
             if not isinstance(key, ed25519.Ed25519PublicKey):
                 raise SignatureError("token refused: the key is not an Ed25519 key, "

@@ -235,6 +235,9 @@ def load_ca_pem(folder: Path) -> str | None:
 
 # -- the provider ---------------------------------------------------------------------
 
+_ES256 = ec.ECDSA(hashes.SHA256())  # immutable: one for every quote
+
+
 def _now_text() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -268,7 +271,7 @@ class SimulatedProvider:
             "alg": "ES256",
             "cert_chain": list(self._chain),
         }
-        sig = self.platform.attestation_key.sign(_signed_bytes(body), ec.ECDSA(hashes.SHA256()))
+        sig = self.platform.attestation_key.sign(_signed_bytes(body), _ES256)
         body["signature"] = b64url_encode(sig)
         return body
 
@@ -421,7 +424,7 @@ def verify(quote: dict[str, Any], trust: QuoteTrust, expected_report_data: bytes
         raise QuoteError(f"the attestation key certificate cannot be read: {exc}") from None
     signature = field_b64(quote, "signature")
     try:
-        public.verify(signature, _signed_bytes(quote), ec.ECDSA(hashes.SHA256()))
+        public.verify(signature, _signed_bytes(quote), _ES256)
     except InvalidSignature:
         raise QuoteError("the simulated quote signature does not verify") from None
     except BytereplayError as exc:  # jcs() refusing the quote's content

@@ -370,7 +370,7 @@ def _make_converter(tp: Any) -> Converter:
         def convert_object(value: Any, path: str) -> Any:
             if not isinstance(value, dict):
                 raise RecordError(path, "expected an object")
-            return _build(cls, value, path + ".")
+            return _build_group(cls, value, path + ".")
 
         return convert_object
     if get_origin(tp) is tuple:
@@ -491,6 +491,31 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
     return obj
 
 
+# The groups of a record that repeat from run to run (the environment: model, container,
+# runtime, framework, gpu, toolkit, cpu, determinism are the same on every Evidence of an
+# attester) are built once. `_build` is a pure function of a group's members and what it
+# builds is frozen, so one instance serves every record that names the same members. Only
+# members of exact type text, integer, boolean or null make a key (True == 1 == 1.0 and
+# -0.0 == 0.0 would otherwise share one); a group with any other member is built anew.
+_GROUPS: dict[tuple[Any, ...], Any] = {}
+_GROUPS_MAX = 1024
+_GROUP_KEY_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _build_group(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    types_ = tuple(map(type, data.values()))
+    if not _GROUP_KEY_TYPES.issuperset(types_):
+        return _build(cls, data, prefix)
+    key = (cls, tuple(data.items()), types_)
+    found = _GROUPS.get(key)
+    if found is None:
+        found = _build(cls, data, prefix)  # a refusal raises: nothing is kept
+        if len(_GROUPS) >= _GROUPS_MAX:
+            _GROUPS.clear()
+        _GROUPS[key] = found
+    return found
+
+
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -543,7 +568,13 @@ def _plain_leaf(value: Any) -> Any:
 
 
 def _plain_unbuild(node: Any) -> dict[str, Any]:
-    """`_unbuild` for `to_json`'s fast path; raises `_NotPlain` where it cannot be used."""
+    """`_unbuild` for `to_json`'s fast path; raises `_NotPlain` where it cannot be used.
+
+    Kept on the (frozen) node once made, for the groups that many records share; nobody
+    changes it (orjson only reads it), and equality, hashing and `replace` never see it."""
+    cached: dict[str, Any] | None = node.__dict__.get("_plain")
+    if cached is not None:
+        return cached
     names = _FIELD_NAMES.get(type(node))
     if names is None:
         names = _FIELD_NAMES[type(node)] = tuple(f.name for f in dataclasses.fields(node))
@@ -553,6 +584,7 @@ def _plain_unbuild(node: Any) -> dict[str, Any]:
         if value is not None:
             t = type(value)
             out[name] = value if t is str or t is bool else _plain_leaf(value)
+    object.__setattr__(node, "_plain", out)
     return out
 
 

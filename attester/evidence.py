@@ -444,6 +444,7 @@ class _CnfKey:
     jwk: dict[str, Any]
     norm_thumb: str
     norm_thumb_bytes: bytes
+    alg: str  # the algorithm the key fits (`alg_for_key`)
 
 
 def _cnf_key_uncached(jwk: dict[str, Any]) -> _CnfKey:
@@ -453,7 +454,8 @@ def _cnf_key_uncached(jwk: dict[str, Any]) -> _CnfKey:
     except SignatureError as exc:
         raise EvidenceError(f"cnf.jwk: {exc.detail}") from None
     norm = public_jwk(public)
-    return _CnfKey(public, thumb, norm, jwk_thumbprint(norm), thumbprint_bytes(norm))
+    return _CnfKey(public, thumb, norm, jwk_thumbprint(norm), thumbprint_bytes(norm),
+                   alg_for_key(public))
 
 
 @functools.lru_cache(maxsize=256)
@@ -475,7 +477,7 @@ def _cnf_key(jwk: dict[str, Any]) -> _CnfKey:
     else:
         found = _cnf_key_uncached(jwk)
     return _CnfKey(found.public, found.thumb, dict(found.jwk), found.norm_thumb,
-                   found.norm_thumb_bytes)
+                   found.norm_thumb_bytes, found.alg)
 
 
 def _decode_jwt(token: str, max_bytes: int) -> DecodedEvidence:
@@ -494,7 +496,7 @@ def _decode_jwt(token: str, max_bytes: int) -> DecodedEvidence:
         raise EvidenceError("cnf.jwk kid is not the key's RFC 7638 thumbprint")
     if header.get("kid") != thumb:
         raise SignatureError("the JWT kid is not the RFC 7638 thumbprint of the cnf key")
-    _check_key_alg(public, jwk.get("alg", alg), alg)
+    _check_key_alg(cnf, jwk.get("alg", alg), alg)
     claims = verify_parsed(parsed, {thumb: public}, algorithms=(alg,), require=("iat",),
                            leeway=IAT_LEEWAY_S)
     if eat.EAT_NONCE in claims and not isinstance(claims[eat.EAT_NONCE], str):
@@ -502,8 +504,8 @@ def _decode_jwt(token: str, max_bytes: int) -> DecodedEvidence:
     return _finish("jwt", alg, claims, public, cnf.jwk, cnf.norm_thumb, cnf.norm_thumb_bytes)
 
 
-def _check_key_alg(public: PublicKey, declared: Any, alg: str) -> None:
-    if alg_for_key(public) != alg or declared != alg:
+def _check_key_alg(cnf: _CnfKey, declared: Any, alg: str) -> None:
+    if cnf.alg != alg or declared != alg:
         raise SignatureError(f"the cnf key does not fit algorithm {alg}")
 
 
@@ -609,7 +611,7 @@ def _decode_cwt(data: bytes, max_bytes: int) -> DecodedEvidence:
     public = cnf.public
     if cnf.norm_thumb_bytes != kid:
         raise SignatureError("the COSE kid is not the RFC 7638 thumbprint of the cnf key")
-    _check_key_alg(public, jwk.get("alg"), alg)
+    _check_key_alg(cnf, jwk.get("alg"), alg)
     _cose_verify(public, alg, signature, _sig_structure(protected, payload))
     iat = claims.get(eat.IAT)
     if isinstance(iat, int) and not isinstance(iat, bool) and iat > time.time() + IAT_LEEWAY_S:

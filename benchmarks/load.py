@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 import kit  # noqa: E402
 
-from bytereplay.encoding import b64url_decode, b64url_encode  # noqa: E402
+from bytereplay.encoding import b64url_encode  # noqa: E402
 from bytereplay.home import Home  # noqa: E402
 
 MAX_CONCURRENCY = 256
@@ -105,9 +105,9 @@ class Workload:
     def _build(self, pool: int) -> None:
         with httpx.Client(timeout=30.0) as client:
             for i in range(pool):
-                nonce = client.post(f"{self.base}/v1/challenge").json()["nonce"]
+                challenge = client.post(f"{self.base}/v1/challenge").json()
                 fmt = "cwt" if i % 4 == 3 else "jwt"
-                ev = self.kit.make(b64url_decode(nonce), fmt=fmt)
+                ev = self.kit.make_for(challenge, fmt=fmt)
                 body = ev if isinstance(ev, bytes) else ev.encode()
                 self.fresh.append((body, f"application/eat+{fmt}"))
 
@@ -269,9 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         figures["fresh_evidence_left"] = len(work.fresh)
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
-        failed = stats.status.get("5xx", 0) or stats.transport or not alive or stats.bad_problem
+        # Valid Evidence, used once, is warning (the simulated TEE), never anything else.
+        wrong = {k: n for k, n in stats.ear_status.items()
+                 if k.startswith("verify:") and k != "verify:warning"}
+        failed = stats.status.get("5xx", 0) or stats.transport or not alive or \
+            stats.bad_problem or wrong
         if failed:
-            print("FAIL: 5xx answers, transport errors, non-problem 4xx or a dead server")
+            print("FAIL: 5xx answers, transport errors, non-problem 4xx, a dead server, or valid "
+                  f"Evidence not rated warning ({wrong})")
             if server is not None:
                 print(server.log_text()[-3000:])
             return 1

@@ -116,12 +116,12 @@ _LABEL_NAMES = {v: k for k, v in eat.CWT_LABELS.items()}
 
 def measurements_for(record: RunRecord) -> dict[str, str]:
     """The measurement registers of a run: model digest, container digest, runtime."""
-    name, version = record.get("runtime.name"), record.get("runtime.version")
-    runtime = f"{name}/{version}" if name and version else UNKNOWN
+    rt, model, container = record.runtime, record.model, record.container
+    name, version = (None, None) if rt is None else (rt.name, rt.version)
     return {
-        "model_digest": record.get("model.digest") or UNKNOWN,
-        "container_digest": record.get("container.digest") or UNKNOWN,
-        "runtime": runtime,
+        "model_digest": (model and model.digest) or UNKNOWN,
+        "container_digest": (container and container.digest) or UNKNOWN,
+        "runtime": f"{name}/{version}" if name and version else UNKNOWN,
     }
 
 
@@ -684,19 +684,22 @@ def _check_request(request: Any, record: RunRecord) -> None:
         raise EvidenceError(f"{where}: input and template are text")
     if not isinstance(decode, dict) or not set(decode) <= set(DECODE_KEYS):
         raise EvidenceError(f"{where}.decode holds only {list(DECODE_KEYS)}")
+    sampling, stop = record.sampling, record.stop
     pairs: list[tuple[str, Any, Any]] = [
         ("input_hash", record.input_hash, _hash_text(text)),
         ("prompt_template_hash", record.prompt_template_hash, _hash_text(template)),
         ("seed", record.seed, decode.get("seed")),
-        ("sampling.temperature", record.get("sampling.temperature"), decode.get("temperature")),
-        ("sampling.top_k", record.get("sampling.top_k"), decode.get("top_k")),
-        ("sampling.top_p", record.get("sampling.top_p"), decode.get("top_p")),
-        ("stop.max_new_tokens", record.get("stop.max_new_tokens"), decode.get("max_new_tokens")),
-        ("stop.eos", record.get("stop.eos"), decode.get("eos")),
     ]
-    stops = record.get("stop.stop_sequences")
-    got = decode.get("stop")
-    pairs.append(("stop.stop_sequences", None if stops is None else list(stops), got))
+    if sampling is not None:
+        pairs += [("sampling.temperature", sampling.temperature, decode.get("temperature")),
+                  ("sampling.top_k", sampling.top_k, decode.get("top_k")),
+                  ("sampling.top_p", sampling.top_p, decode.get("top_p"))]
+    if stop is not None:
+        stops = stop.stop_sequences
+        pairs += [("stop.max_new_tokens", stop.max_new_tokens, decode.get("max_new_tokens")),
+                  ("stop.eos", stop.eos, decode.get("eos")),
+                  ("stop.stop_sequences", None if stops is None else list(stops),
+                   decode.get("stop"))]
     for path, recorded, requested in pairs:
         if recorded is None:
             continue  # missing in the record: preflight reports it; nothing to compare

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from bytereplay.checklist import ITEM_BY_FIELD
@@ -50,6 +51,13 @@ def build_claim(
     preflight_known: bool = True,
 ) -> str:
     """The sentence the evidence supports: smaller for each missing field or weaker verdict."""
+    return _claim(verdict, tuple(missing), tuple(diff_fields), reason, simulated_tee,
+                  preflight_known)
+
+
+@functools.lru_cache(maxsize=1024)  # a pure function of a few values that repeat
+def _claim(verdict: str, missing: tuple[str, ...], diff_fields: tuple[str, ...],
+           reason: str | None, simulated_tee: bool, preflight_known: bool) -> str:
     diff = ", ".join(diff_fields) or "unspecified fields"
     clause = _VERDICT_CLAUSE[verdict].format(diff=diff, reason=reason or "replay not run")
     parts = [f"{BASE_CLAIM}, {clause}."]

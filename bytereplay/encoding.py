@@ -16,7 +16,6 @@ import binascii
 import hashlib
 import json
 import re
-from json.encoder import encode_basestring as _encode_str
 from typing import Any
 
 import cbor2
@@ -95,90 +94,42 @@ def compact_json(value: Any, *, sort_keys: bool = False) -> bytes:
         return _COMPACT_JSON[sort_keys].encode(value).encode("ascii")
 
 
-class _NotFast(Exception):
-    """`_jcs_fast` met something only `rfc8785` itself may decide."""
-
-
 _JCS_INT_MAX = 2**53 - 1  # rfc8785's integer domain: |n| <= 2**53 - 1
 
 
-def _jcs_float(f: float) -> str:
-    """ECMAScript Number::toString of `f` for the cases where it is Python's repr (or the
-    integer's digits); anything else goes back to rfc8785."""
-    if f.is_integer():
-        if -_JCS_INT_MAX <= f <= _JCS_INT_MAX:
-            return str(int(f))  # exact below 2**53; -0.0 reads "0"
-        raise _NotFast
-    text = repr(f)  # shortest round-trip digits, as ECMAScript; no exponent in 1e-4..1e16
-    if "e" in text or "n" in text:  # exponent forms differ; inf/nan are refused by rfc8785
-        raise _NotFast
-    return text
-
-
-def _jcs_fast(value: Any, out: list[str]) -> None:
-    """RFC 8785 text of `value` for plain JSON types, byte for byte what rfc8785.dumps
-    writes: strings through the C JSON string encoder (the same escapes: `\\"`, `\\\\`,
-    `\\b\\f\\n\\r\\t`, other controls as lowercase `\\u00xx`, nothing else escaped),
-    object members sorted by key. Anything outside that subset raises `_NotFast`."""
+def _orjson_writes_jcs(value: Any) -> bool:
+    """Whether orjson's sorted compact writing of `value` is its RFC 8785 text, byte for
+    byte: exact JSON types; ASCII object keys (code point order is UTF-16 order there);
+    integers JCS writes exactly; floats that are not integral and whose repr has no
+    exponent (ECMAScript and orjson write the same shortest digits); text escaped the same
+    way (`\\"`, `\\\\`, `\\b\\f\\n\\r\\t`, other controls as lowercase `\\u00xx`, nothing
+    else; orjson refuses lone surrogates)."""
     t = type(value)
-    if t is str:
-        out.append(_encode_str(value))
-    elif t is dict:
-        if not value:
-            out.append("{}")
-            return
-        keys = list(value)
-        for k in keys:
-            if type(k) is not str or not k.isascii():  # code point order = UTF-16 order
-                raise _NotFast
-        keys.sort()
-        sep = "{"
-        for k in keys:
-            out.append(sep)
-            out.append(_encode_str(k))
-            out.append(":")
-            _jcs_fast(value[k], out)
-            sep = ","
-        out.append("}")
-    elif t is list or t is tuple:
-        if not value:
-            out.append("[]")
-            return
-        sep = "["
-        for item in value:
-            out.append(sep)
-            _jcs_fast(item, out)
-            sep = ","
-        out.append("]")
-    elif t is int:
-        if not -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
-            raise _NotFast
-        out.append(str(value))
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif value is None:
-        out.append("null")
-    elif t is float:
-        out.append(_jcs_float(value))
-    else:
-        raise _NotFast
+    if t is str or t is bool or value is None:
+        return True
+    if t is int:
+        return bool(-_JCS_INT_MAX <= value <= _JCS_INT_MAX)
+    if t is float:
+        text = repr(value)
+        return not value.is_integer() and "e" not in text and "n" not in text
+    if t is dict:
+        return all(type(k) is str and k.isascii() and _orjson_writes_jcs(v)
+                   for k, v in value.items())
+    if t is list or t is tuple:
+        return all(_orjson_writes_jcs(v) for v in value)
+    return False
 
 
 def jcs(value: Any) -> bytes:
     """RFC 8785 canonical JSON bytes.
 
-    Plain JSON values (exact dict/list/tuple/str/int/float/bool/None, ASCII object keys,
-    floats written the same way by Python and ECMAScript) take a fast path whose output
-    is byte-identical to `rfc8785.dumps`; everything else (and every refusal) is
-    rfc8785's own.
+    Plain JSON values (see `_orjson_writes_jcs`) are written by orjson, byte-identical to
+    `rfc8785.dumps`; everything else (and every refusal) is rfc8785's own.
     """
-    out: list[str] = []
     try:
-        _jcs_fast(value, out)
-        return "".join(out).encode("utf-8")
-    except (_NotFast, UnicodeEncodeError, RecursionError):
+        if _orjson_writes_jcs(value):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, RecursionError):
         pass
     try:
         return bytes(rfc8785.dumps(value))

@@ -266,8 +266,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A real redis-server on a free loopback port in `workdir`; yields its URL.
+def redis_server(workdir: Path, *, port: int | None = None,
+                 persist: bool = False) -> Iterator[str]:
+    """A real redis-server on loopback (`port`, or a free one) in `workdir`; yields its
+    URL. `persist`: an append-only file in `workdir`, so a server started again there
+    finds what the last one had (it is written out when the server is stopped).
 
     Raises RuntimeError (callers turn it into a test FAILURE, never a skip) when
     redis-server is not installed."""
@@ -277,11 +280,12 @@ def redis_server(workdir: Path) -> Iterator[str]:
                            "the Redis concurrency and restart checks need a real server")
     import redis
 
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-         "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+         "--save", "", "--appendonly", "yes" if persist else "no",
+         "--protected-mode", "yes"],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)

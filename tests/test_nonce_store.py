@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from verifier_fixtures import evidence_factory, make_verifier, new_home, redis_url, store_options
+from verifier_fixtures import (
+    evidence_factory,
+    kit,
+    make_verifier,
+    new_home,
+    redis_url,
+    store_options,
+)
 
 from bytereplay.ear import peek
 from bytereplay.errors import UsageError
@@ -199,3 +206,33 @@ def test_compare_window(issued_at: str | None, expires_at: str | None, fact: str
     if fact == "differs":
         assert "2027-01-15T08:00:00Z" in text and "2027-01-15T08:02:00Z" in text
     assert compare_window(None, issued)[0] == "missing"
+
+
+@pytest.mark.parametrize("persist", [True, False], ids=["append-only-file", "no-persistence"])
+def test_redis_restart(tmp_path: Path, persist: bool) -> None:
+    """redis-server itself stopped and started again on the same port and folder. With an
+    append-only file, a used nonce stays used and an unused one is still good (once);
+    without persistence both are forgotten, so the used one is refused as unknown (never
+    accepted again) and the unused one must be asked for again."""
+    port = kit.free_port()
+    folder = tmp_path / "redis"
+    try:
+        with kit.redis_server(folder, port=port, persist=persist) as url:
+            store = RedisStore(url, prefix="br-restart:")
+            used, spare = store.issue(), store.issue()
+            store.consume(used.nonce)
+            store.close()
+        with kit.redis_server(folder, port=port, persist=persist) as url:
+            store = RedisStore(url, prefix="br-restart:")
+            with pytest.raises(NonceRefused) as refused:
+                store.consume(used.nonce)
+            assert refused.value.reason == (REUSED if persist else UNKNOWN)
+            if persist:
+                assert store.consume(spare.nonce).issued_at == pytest.approx(spare.issued_at,
+                                                                              abs=0.001)
+            with pytest.raises(NonceRefused) as again:
+                store.consume(spare.nonce)
+            assert again.value.reason == (REUSED if persist else UNKNOWN)
+            store.close()
+    except RuntimeError as exc:  # redis-server missing: a failure, never a skip
+        pytest.fail(str(exc))

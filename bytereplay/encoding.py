@@ -94,7 +94,14 @@ def compact_json(value: Any, *, sort_keys: bool = False) -> bytes:
         return _COMPACT_JSON[sort_keys].encode(value).encode("ascii")
 
 
-_JCS_INT_MAX = 2**53 - 1  # rfc8785's integer domain: |n| <= 2**53 - 1
+JCS_INT_MAX = 2**53 - 1  # the largest integer RFC 8785 (rfc8785) writes exactly
+
+
+def jcs_plain_float(value: float) -> bool:
+    """Whether a float that is not integral is written the same by ECMAScript (RFC 8785),
+    Python's repr and orjson: the shortest round-trip digits, with no exponent."""
+    text = repr(value)
+    return "e" not in text and "n" not in text  # exponent forms differ; inf/nan refused
 
 
 def _orjson_writes_jcs(value: Any) -> bool:
@@ -108,10 +115,9 @@ def _orjson_writes_jcs(value: Any) -> bool:
     if t is str or t is bool or value is None:
         return True
     if t is int:
-        return bool(-_JCS_INT_MAX <= value <= _JCS_INT_MAX)
+        return bool(-JCS_INT_MAX <= value <= JCS_INT_MAX)
     if t is float:
-        text = repr(value)
-        return not value.is_integer() and "e" not in text and "n" not in text
+        return not value.is_integer() and jcs_plain_float(value)
     if t is dict:
         return all(type(k) is str and k.isascii() and _orjson_writes_jcs(v)
                    for k, v in value.items())

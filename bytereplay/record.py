@@ -23,10 +23,12 @@ import orjson
 
 from bytereplay.encoding import (
     HASH_RE,
+    JCS_INT_MAX,
     OCI_DIGEST_RE,
     cbor_dumps,
     cbor_loads,
     jcs,
+    jcs_plain_float,
     sha256_tag,
     strict_json_loads,
 )
@@ -337,9 +339,6 @@ def _inner(tp: Any) -> Any:
     return tp
 
 
-_MAX_INT = 2**53 - 1  # the largest integer RFC 8785 (JCS) writes exactly
-
-
 def _utf8(text: str) -> bool:
     """Whether `text` can be written as UTF-8 (JSON lets lone surrogates through)."""
     if text.isascii():
@@ -380,7 +379,7 @@ def _make_converter(tp: Any) -> Converter:
         def convert_tuple(value: Any, path: str) -> Any:
             if not isinstance(value, (list, tuple)):
                 raise RecordError(path, "expected an array")
-            if item_tp is int and all(type(v) is int and -_MAX_INT <= v <= _MAX_INT
+            if item_tp is int and all(type(v) is int and -JCS_INT_MAX <= v <= JCS_INT_MAX
                                       for v in value):
                 return tuple(value)  # what the item-by-item path returns for plain ints
             if item_tp is str and all(type(v) is str and len(v) <= 4096 and _utf8(v) for v in value):
@@ -399,7 +398,7 @@ def _make_converter(tp: Any) -> Converter:
         def convert_int(value: Any, path: str) -> Any:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise RecordError(path, "expected an integer")
-            if abs(value) > _MAX_INT:
+            if abs(value) > JCS_INT_MAX:
                 raise RecordError(path, "integer out of range")
             return value
 
@@ -410,7 +409,7 @@ def _make_converter(tp: Any) -> Converter:
                 raise RecordError(path, "expected a number")
             if value != value or value in (float("inf"), float("-inf")):
                 raise RecordError(path, "expected a finite number")
-            if isinstance(value, int) and abs(value) > _MAX_INT:
+            if isinstance(value, int) and abs(value) > JCS_INT_MAX:
                 raise RecordError(path, "number out of range")
             return float(value)
 
@@ -540,26 +539,22 @@ class _NotPlain(Exception):
     """A leaf the C JSON encoder would not write as RFC 8785 does."""
 
 
-_JCS_INT_MAX = 2**53 - 1  # rfc8785's integer domain
-
-
 def _plain_leaf(value: Any) -> Any:
     t = type(value)
     if t is str or t is bool:
         return value
     if t is int:
-        if -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+        if -JCS_INT_MAX <= value <= JCS_INT_MAX:
             return value
         raise _NotPlain
     if t is float:
         if value.is_integer():
-            if -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+            if -JCS_INT_MAX <= value <= JCS_INT_MAX:
                 return int(value)  # ECMAScript writes 1.0 as 1 (and -0.0 as 0)
             raise _NotPlain
-        text = repr(value)
-        if "e" in text or "n" in text:  # exponent forms differ; inf and nan are refused
+        if not jcs_plain_float(value):
             raise _NotPlain
-        return value  # the C encoder writes float.__repr__: the same shortest digits
+        return value  # orjson writes float.__repr__'s shortest digits, as ECMAScript
     if t is tuple:
         return [_plain_leaf(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -197,6 +197,7 @@ def test_fifty_concurrent_submissions_one_accepted(kind: str, tmp_path: Path,
     ("2027-01-15T08:00:00Z", "2027-01-15T09:02:00Z", "differs"),
     (None, "2027-01-15T08:02:00Z", "missing"),
     ("2027-01-15T08:00:00Z", None, "missing"),
+    ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "differs"),  # extremes parse
 ])
 def test_compare_window(issued_at: str | None, expires_at: str | None, fact: str) -> None:
     start = datetime(2027, 1, 15, 8, 0, 0, 700_000, tzinfo=UTC).timestamp()

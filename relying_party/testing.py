@@ -21,6 +21,7 @@ from bytereplay.ar4si import (
     NO_CLAIM,
     UNRECOGNISED,
 )
+from bytereplay.checklist import ITEMS, POLICY_ITEM
 from bytereplay.claims import INCONCLUSIVE, MATCH, MATCH_PORTABLE, MISMATCH, NOT_RUN
 from bytereplay.ear import (
     CHECKS,
@@ -34,6 +35,7 @@ from bytereplay.ear import (
 )
 from bytereplay.encoding import sha256_tag
 from bytereplay.keys import SigningKey
+from bytereplay.preflight import DEFERRED, HOLDS, MISSING, ItemResult, PreflightReport
 
 _EXECUTABLES = {
     MATCH: AFFIRMING_VALUE,
@@ -79,7 +81,7 @@ def make_claims(
         }
     missing = list(missing)
     ext: dict[str, Any] = {
-        PREFLIGHT: {"complete": not missing, "missing": missing, "groups": {}},
+        PREFLIGHT: _preflight_summary(missing),
         RECORD_DIGEST: sha256_tag(b"record"),
         CHECKS: dict(checks) if checks is not None else {"signature": "ok", "quote": "ok"},
     }
@@ -108,3 +110,14 @@ def make_claims(
 def make_result(key: SigningKey, **kwargs: Any) -> str:
     """A signed EAR JWT; keyword arguments as for `make_claims`."""
     return sign_ear(make_claims(**kwargs), key)
+
+
+def _preflight_summary(missing: list[str]) -> dict[str, Any]:
+    """The preflight summary the verifier writes for a record lacking exactly `missing`
+    (checklist fields, in checklist order)."""
+    unknown = set(missing) - {i.field for i in ITEMS}
+    if unknown:
+        raise ValueError(f"not checklist fields: {sorted(unknown)}")
+    results = [ItemResult(i, MISSING if i.field in missing else HOLDS) for i in ITEMS]
+    report = PreflightReport((*results, ItemResult(POLICY_ITEM, DEFERRED)))
+    return report.summary()

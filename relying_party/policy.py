@@ -23,17 +23,15 @@ not integers, or when it allows a result whose signature did not verify.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bytereplay.encoding import sha256_tag
 from bytereplay.errors import PolicyError
-from bytereplay.rego import load_regopy
+from bytereplay.rego import InputMemo, is_pure, load_regopy
 from bytereplay.resources import POLICY_DIRS, policies_dir
 from relying_party.decision import PolicyRef
 
@@ -50,10 +48,6 @@ _ERROR_RE = re.compile(r"\(error (\d+):")
 _ERRMSG_RE = re.compile(r"\(errormsg (\d+):")
 
 
-# Builtins whose answer is not a function of the input: a policy that calls one is
-# evaluated every time instead of memoised.
-_IMPURE_RE = re.compile(r"\b(time\.now_ns|http\.send|rand\.intn|uuid\.rfc4122|opa\.runtime|"
-                        r"net\.lookup_ip_addr)\b")
 MEMO_SIZE = 1024
 
 
@@ -78,8 +72,8 @@ class Policy:
     _interp: Any = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     memoised: bool = True
-    _memo: OrderedDict[str, tuple[bool, tuple[str, ...], tuple[str, ...]]] = field(
-        default_factory=OrderedDict, repr=False)
+    _memo: InputMemo[tuple[bool, tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=lambda: InputMemo(MEMO_SIZE), repr=False)
 
     @property
     def ref(self) -> PolicyRef:
@@ -89,18 +83,7 @@ class Policy:
         """Run the policy on an input document: (allow, deny reasons, notes)."""
         if not self.memoised:
             return self._decide(document)
-        key = json.dumps(document, sort_keys=True, separators=(",", ":"))
-        with self._lock:
-            hit = self._memo.get(key)
-            if hit is not None:
-                self._memo.move_to_end(key)
-                return hit
-        got = self._decide(document)
-        with self._lock:
-            self._memo[key] = got
-            while len(self._memo) > MEMO_SIZE:
-                self._memo.popitem(last=False)
-        return got
+        return self._memo.get_or_compute(document, lambda: self._decide(document))
 
     def _decide(self, document: dict[str, Any]) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
         with self._lock:
@@ -249,7 +232,7 @@ def compile_policy(name: str, path: Path, source: bytes) -> Policy:
         name=name, path=shown, text=text, digest=sha256_tag(source), package=package,
         max_age_seconds=_param(interp, shown, package, "max_age_seconds", DEFAULT_MAX_AGE),
         leeway_seconds=_param(interp, shown, package, "leeway_seconds", DEFAULT_LEEWAY),
-        _bundle=bundle, _interp=interp, memoised=_IMPURE_RE.search(text) is None,
+        _bundle=bundle, _interp=interp, memoised=is_pure(text),
     )
     allow, _, _ = policy.decide(_UNVERIFIED_PROBE)
     if allow:

@@ -239,7 +239,7 @@ def test_a_policy_calling_a_non_deterministic_builtin_is_not_memoised(tmp_path: 
     )
     policy = load_policy(path)
     assert not policy.memoised
-    assert decide(str(path)).allow and policy._memo == {}
+    assert decide(str(path)).allow and len(policy._memo) == 0
 
 
 def test_concurrent_evaluations_keep_their_own_answers() -> None:
@@ -256,3 +256,13 @@ def test_concurrent_evaluations_keep_their_own_answers() -> None:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert all(pool.map(one, range(80)))
+
+
+def test_one_purity_check_serves_both_policies() -> None:
+    from bytereplay.rego import is_pure
+
+    assert is_pure("package p\nallow if input.x == 1\n")
+    for call in ("time.now_ns()", "http.send({})", "rand.intn(\"k\", 3)", "uuid.rfc4122(\"k\")",
+                 "opa.runtime()", "net.lookup_ip_addr(\"h\")"):
+        assert not is_pure(f"package p\nx := {call}\n"), call
+    assert is_pure("package p\nmytime.now_nsx := 1\n")  # a word boundary, not a substring

@@ -9,8 +9,8 @@ Evaluating the bundle costs about 0.7 ms, more than the rest of an appraisal wit
 replay, so results are memoised by the canonical JSON of the facts (an LRU of
 `CACHE_SIZE`). The facts hold no per-appraisal values (no nonces, digests or times),
 so a steady stream of appraisals hits the cache. This needs the policy to be a pure
-function of its input: a policy that calls `time.now_ns`, `http.send`, `rand.intn`
-or `uuid.rfc4122` is evaluated every time (detected in its source), and the
+function of its input: a policy that calls a non-deterministic builtin (`time.now_ns`,
+`http.send`, ...: `bytereplay.rego.is_pure`) is evaluated every time, and the
 `policy_cache` setting turns the cache off for any other reason.
 
 A policy that fails to compile refuses to start the verifier; one that fails to
@@ -23,21 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bytereplay.ar4si import CLAIMS
-from bytereplay.encoding import compact_json
 from bytereplay.errors import PolicyError, UsageError
-from bytereplay.rego import load_regopy
+from bytereplay.rego import InputMemo, is_pure, load_regopy
 
 PACKAGE = "bytereplay.appraisal"
 QUERY = f"x = data.{PACKAGE}.result"
 MAX_POLICY_BYTES = 1 << 20
 CACHE_SIZE = 4096
-IMPURE_BUILTINS = ("time.now_ns", "http.send", "rand.intn", "uuid.rfc4122", "opa.runtime")
 
 
 @dataclass(frozen=True)
@@ -78,25 +75,14 @@ class AppraisalPolicy:
             raise UsageError(f"appraisal policy {path} does not compile")
         self._interp = regopy.Interpreter()
         self._input = regopy.Input
-        self.cached = cache and not any(name in source for name in IMPURE_BUILTINS)
-        self._cache: OrderedDict[bytes, PolicyResult] = OrderedDict()
+        self.cached = cache and is_pure(source)
+        self._memo: InputMemo[PolicyResult] = InputMemo(CACHE_SIZE)
         self.evaluations = 0
 
     def evaluate(self, facts: dict[str, Any]) -> PolicyResult:
-        key = compact_json(facts, sort_keys=True)
-        if self.cached:
-            with self._lock:
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    return hit
-        result = self._evaluate(facts)
-        if self.cached:
-            with self._lock:
-                self._cache[key] = result
-                if len(self._cache) > CACHE_SIZE:
-                    self._cache.popitem(last=False)
-        return result
+        if not self.cached:
+            return self._evaluate(facts)
+        return self._memo.get_or_compute(facts, lambda: self._evaluate(facts))
 
     def _evaluate(self, facts: dict[str, Any]) -> PolicyResult:
         try:

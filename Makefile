@@ -2,10 +2,14 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint typecheck unit bench
+.PHONY: setup demo test lint typecheck unit bench lock
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh
 	./scripts/setup.sh
+
+# Refresh the lock (constraints.txt) from the registry; review the diff, then `make test`.
+lock:
+	./scripts/lock.sh
 
 setup: $(VENV)/.installed
 
@@ -19,7 +23,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
-	./scripts/ensure-redis.sh
+	./scripts/ensure-tools.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test: lint typecheck unit

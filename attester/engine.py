@@ -92,13 +92,15 @@ class InferenceResult:
 
 
 def find_default_model_dir() -> Path:
-    """The fixture model shipped in the repository (fixtures/model)."""
+    """The fixture model: `fixtures/model` in a checkout, the data package
+    `attester.fixture_model` in a wheel (pyproject.toml ships the same files)."""
     here = Path(__file__).resolve().parent
-    candidates = [here.parent / "fixtures" / "model", Path.cwd() / "fixtures" / "model"]
+    candidates = [here.parent / "fixtures" / "model", here / "fixture_model"]
     for c in candidates:
         if (c / "config.json").is_file():
             return c
-    raise ModelDirError("no model directory given and the fixture model (fixtures/model) was not found")
+    raise ModelDirError("no model directory given and the fixture model is not installed; "
+                        "pass --model DIR (a local Hugging Face causal-LM directory)")
 
 
 _HF_SNAPSHOT_RE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/([0-9a-f]{7,64})$")

@@ -2,10 +2,13 @@
 
     bytereplay run --prompt TEXT [--template T] [--seed N] [--max-new-tokens N]
                    [--temperature X] [--top-k K] [--top-p P] [--stop S ...]
-                   [--model DIR] [--dtype D] [--threads N] [--json]
+                   [--model DIR] [--device D] [--dtype D] [--threads N]
+                   [--output-file FILE] [--json]
 
 Prints the output text and then its `sha-256:<hex>` hash; with `--json` prints
-`{"output", "output_hash", "record"}`. Bad input: one line on stderr, exit 2.
+`{"output", "output_hash", "record"}`. `--output-file` writes the exact output bytes
+(the printed text has a newline after it; the attested bytes do not). Bad input: one
+line on stderr, exit 2.
 `python -m attester.run_cli ...` takes the same options (no `bytereplay` needed).
 """
 
@@ -18,8 +21,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bytereplay.errors import UsageError
+
 if TYPE_CHECKING:
     from attester.engine import DecodePolicy, EngineSettings, InferenceRequest
+
+
+def write_output_file(path: str, data: bytes) -> None:
+    """The exact output bytes, as attested (`--output-file`): no newline is added."""
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def decode_policy_from_args(args: argparse.Namespace) -> DecodePolicy:
@@ -48,6 +61,7 @@ def _settings_and_request(args: argparse.Namespace) -> tuple[EngineSettings, Inf
     request = InferenceRequest(input=args.prompt, template=template, decode=policy)
     settings = EngineSettings(
         model_dir=Path(args.model) if args.model else None,
+        device=args.device or "cpu",
         dtype=args.dtype or "float32",
         threads=args.threads if args.threads is not None else 1,
     )
@@ -65,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     engine = Engine(settings, progress=progress)
     result = engine.generate(request)
+    if args.output_file:
+        write_output_file(args.output_file, result.output.encode("utf-8"))
     if args.json:
         doc = {
             "output": result.output,

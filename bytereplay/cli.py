@@ -17,10 +17,12 @@ from typing import Any
 
 from bytereplay import __version__
 from bytereplay.errors import BytereplayError, UsageError
+from bytereplay.extras import needs_line
 from bytereplay.preflight import preflight
 from bytereplay.record import RunRecord
 
 Handler = Callable[[argparse.Namespace], int]
+_OUR_PACKAGES = frozenset({"bytereplay", "attester", "verifier", "relying_party"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,8 +55,14 @@ def _decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--stop", action="append", default=None, help="stop sequence (repeatable)")
     p.add_argument("--model", default=None, help="local Hugging Face model directory")
+    p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1)")
+
+
+def _output_file_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-file", default=None, metavar="FILE",
+                   help="write the exact output bytes to FILE (no newline added), for `appraise --output`")
 
 
 def _serve_flags(p: argparse.ArgumentParser, port: int) -> None:
@@ -62,6 +70,8 @@ def _serve_flags(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--port", type=int, default=port)
     p.add_argument("--config", default=None, help="JSON configuration file")
     p.add_argument("--home", default=None, help="state directory (default $BYTEREPLAY_HOME)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="one line per request, as text (default) or JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one deterministic inference and print its hash")
     p.add_argument("--prompt", required=True)
     _decode_flags(p)
+    _output_file_flag(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler="attester.run_cli:cmd_run")
+    p.set_defaults(handler="attester.run_cli:cmd_run", extra="attester", label="run")
 
     p = sub.add_parser("attest", help="run one inference and print output with signed Evidence")
     p.add_argument("--prompt", required=True)
@@ -89,26 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", default=None, help="TEE provider: simulated, tsm, nvidia")
     p.add_argument("--home", default=None)
     p.add_argument("--config", default=None)
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="also write the Evidence (JWT text or CWT bytes) to FILE, for `bytereplay verify FILE`")
     _decode_flags(p)
-    p.set_defaults(handler="attester.attest_cli:cmd_attest")
+    _output_file_flag(p)
+    p.set_defaults(handler="attester.attest_cli:cmd_attest", extra="attester", label="attest")
 
     serve = sub.add_parser("serve", help="run a service")
     roles = serve.add_subparsers(dest="role", required=True, parser_class=_Parser)
     p = roles.add_parser("attester", help="the attester service")
     _serve_flags(p, 8701)
-    p.set_defaults(handler="attester.service:cmd_serve")
+    p.set_defaults(handler="attester.service:cmd_serve", extra="attester", label="serve attester")
     p = roles.add_parser("verifier", help="the verifier sidecar")
     _serve_flags(p, 8702)
-    p.set_defaults(handler="verifier.service:cmd_serve")
+    p.set_defaults(handler="verifier.service:cmd_serve", extra="verifier", label="serve verifier")
 
     p = sub.add_parser("verify", help="appraise Evidence in-process and print the EAR")
     p.add_argument("evidence", help="Evidence file (JWT text or CWT bytes), or - for stdin")
-    p.add_argument("--replay", action="store_true", help="replay the run")
+    p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=True,
+                   help="replay the run (default); --no-replay skips it (verdict not-run)")
     p.add_argument("--format", choices=("jwt", "cwt"), default=None)
     p.add_argument("--home", default=None)
     p.add_argument("--config", default=None)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler="verifier.cli:cmd_verify")
+    p.set_defaults(handler="verifier.cli:cmd_verify", extra="verifier", label="verify")
 
     p = sub.add_parser("appraise", help="apply a relying-party policy to an attestation result")
     p.add_argument("result", help="EAR JWT file, or - for stdin")
@@ -118,11 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nonce", default=None, help="expected nonce")
     p.add_argument("--home", default=None)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler="relying_party.cli:cmd_appraise")
+    p.set_defaults(handler="relying_party.cli:cmd_appraise", extra="relying-party", label="appraise")
 
     p = sub.add_parser("demo", help="the whole flow on the embedded defaults")
     p.add_argument("--home", default=None, help="state directory (default: a fresh temporary one)")
-    p.set_defaults(handler="verifier.demo:cmd_demo")
+    p.set_defaults(handler="verifier.demo:cmd_demo", extra="verifier", label="demo")
     return parser
 
 
@@ -136,8 +151,20 @@ def _resolve(handler: Handler | str) -> Handler:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    extra: str | None = getattr(args, "extra", None)
+    if extra is not None:
+        line = needs_line(args.label, extra)
+        if line is not None:  # a role whose extra is not installed: one line, no traceback
+            print(line, file=sys.stderr)
+            return 2
     try:
         return _resolve(args.handler)(args)
+    except ModuleNotFoundError as exc:
+        if extra is None or exc.name is None or exc.name.split(".")[0] in _OUR_PACKAGES:
+            raise
+        print(f"bytereplay {args.label} needs the {extra} extra: pip install "
+              f"'bytereplay[{extra}]' (cannot import {exc.name})", file=sys.stderr)
+        return 2
     except BytereplayError as exc:
         print(f"bytereplay: error: {exc.detail}", file=sys.stderr)
         return 2

@@ -167,6 +167,15 @@ class ChallengeWindow:
     expires_at: str | None = checked(_rfc3339)
 
 
+def _named_schema(value: Any, record: RunRecord) -> RunRecord:
+    """A record read from a file or the wire names its schema: an empty or foreign object
+    is refused, not read as a record with every item missing. (`from_dict` builds records
+    in code, where the schema is implied.)"""
+    if "schema" not in value:  # checked after the fields, whose errors are more precise
+        raise RecordError("schema", f"missing: a run record names its schema {SCHEMA!r}")
+    return record
+
+
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
     """The run record. `None` anywhere means the item is missing."""
@@ -214,7 +223,7 @@ class RunRecord:
             raise
         except BytereplayError as exc:
             raise RecordError("", exc.detail) from None
-        return cls.from_dict(value)
+        return _named_schema(value, cls.from_dict(value))
 
     @classmethod
     def from_cbor(cls, data: bytes) -> RunRecord:
@@ -222,7 +231,7 @@ class RunRecord:
             value = cbor_loads(data, max_bytes=MAX_RECORD_BYTES)
         except BytereplayError as exc:
             raise RecordError("", exc.detail) from None
-        return cls.from_dict(value)
+        return _named_schema(value, cls.from_dict(value))
 
     # -- serialisation ------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bytereplay.eat import decode_nonce
 from bytereplay.errors import BytereplayError, UsageError
 from bytereplay.home import Home
 from bytereplay.jwks import KeySet
@@ -70,6 +71,8 @@ def _verifier_keys(args: argparse.Namespace) -> tuple[KeySet, str]:
 
 
 def cmd_appraise(args: argparse.Namespace) -> int:
+    if args.nonce:
+        decode_nonce(args.nonce)  # a malformed --nonce is bad input (exit 2), not a deny
     result = _read(args.result, "result", MAX_RESULT_BYTES)
     output = _read(args.output, "output", MAX_OUTPUT_BYTES)
     policy = load_policy(args.policy)  # PolicyError -> exit 2

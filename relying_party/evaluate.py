@@ -268,7 +268,27 @@ def _freshness(ear: Ear, now: int, policy: Policy) -> dict[str, Any]:
     return _fact(True, f"issued {max(age, 0)} s ago, within {window} s", **extra)
 
 
+# The verifier's checks that set instance-identity 96 (verifier/pipeline.py): a nonce it
+# refused (reused, unknown, expired) and a record whose challenge window is not the
+# nonce's. Their text is the cause, so the nonce fact carries it to the decision.
+_FRESHNESS_REFUSALS = (("nonce", "refused:"), ("challenge_window", "differs:"))
+
+
+def _verifier_refusal(ear: Ear) -> str | None:
+    checks = ear.extensions.get(CHECKS)
+    if not isinstance(checks, dict):
+        return None
+    for step, prefix in _FRESHNESS_REFUSALS:
+        text = checks.get(step)
+        if isinstance(text, str) and text.startswith(prefix):
+            return f"the verifier's {step.replace('_', ' ')} check {text}"
+    return None
+
+
 def _nonce(ear: Ear, expected: str | bytes | None) -> dict[str, Any]:
+    refusal = _verifier_refusal(ear)
+    if refusal is not None:
+        return _fact(False, refusal, required=expected is not None)
     if expected is None:
         return _fact(True, "no nonce expected", required=False)
     want = b64url_encode(expected) if isinstance(expected, bytes) else str(expected)
@@ -278,6 +298,15 @@ def _nonce(ear: Ear, expected: str | bytes | None) -> dict[str, Any]:
         return _fact(False, f"the result's nonce {ear.nonce} is not the expected {want}",
                      required=True)
     return _fact(True, "matches the expected nonce", required=True)
+
+
+def _newline_hint(output: bytes, expected: str) -> str:
+    """Why the hashes differ when only a trailing newline does (`jq -r`, `echo`, editors)."""
+    trimmed = output.rstrip(b"\r\n")
+    if trimmed != output and hmac.compare_digest(sha256_tag(trimmed), expected):
+        return (" (without its trailing newline the bytes match: the output was saved with a "
+                "newline the attested bytes lack; save it with --output-file or `jq -j .output`)")
+    return ""
 
 
 def _output(ear: Ear, output: bytes | None) -> dict[str, Any]:
@@ -290,7 +319,8 @@ def _output(ear: Ear, output: bytes | None) -> dict[str, Any]:
         return _fact(False, "the result attests no output hash", given=True,
                      expected=None, actual=actual)
     if not hmac.compare_digest(actual, expected):
-        return _fact(False, f"the output bytes hash to {actual}; the result attests {expected}",
+        return _fact(False, f"the output bytes hash to {actual}; the result attests {expected}"
+                            + _newline_hint(output, expected),
                      given=True, expected=expected, actual=actual)
     return _fact(True, f"the output bytes hash to the attested {expected}", given=True,
                  expected=expected, actual=actual)

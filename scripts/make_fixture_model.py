@@ -37,6 +37,7 @@ SEED = 20240611
 VOCAB_SIZE = 512
 SPECIAL = "<|endoftext|>"
 MODEL_ID = "bytereplay/fixture-llama-2m"
+VERSION_STAMP = "transformers_version"
 
 # Training text for the tokenizer. Any fixed text works; this one also gives the
 # merges a few words the demos use.
@@ -109,9 +110,11 @@ def build_tokenizer(out: Path) -> int:
     return int(tok.get_vocab_size())
 
 
-def _patch_json(path: Path, **items: object) -> None:
+def _patch_json(path: Path, *drop: str, **items: object) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     data.update(items)
+    for key in drop:
+        data.pop(key, None)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -180,10 +183,13 @@ def build(out: Path) -> None:
     model.save_pretrained(str(out), safe_serialization=True)  # type: ignore[attr-defined]
     (out / "model.safetensors").chmod(0o644)  # safetensors writes 0600
     # The engine reads the model id from here (see attester.engine.model_id_for).
-    _patch_json(out / "config.json", _name_or_path=MODEL_ID)
+    # transformers stamps its own version into both JSON files; dropped, so that the
+    # digest does not move with the installed release (`--check` on a fresh clone).
+    _patch_json(out / "config.json", VERSION_STAMP, _name_or_path=MODEL_ID)
     GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=bos_id, eos_token_id=bos_id, pad_token_id=bos_id, do_sample=False
     ).save_pretrained(str(out))
+    _patch_json(out / "generation_config.json", VERSION_STAMP)
     (out / "README.md").write_text(
         f"# {MODEL_ID}\n\n"
         "Random-weight Llama-style causal LM (about 2M parameters, float32) and a\n"

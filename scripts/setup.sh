@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install bytereplay with everything the demo and tests need.
-# torch is pinned through constraints.txt (a CPU build taken from local disk here).
+# Create .venv and install bytereplay with everything the demo and tests need, every
+# distribution pinned by the lock constraints.txt (refresh it with `make lock`).
+# pip and setuptools come from the lock first; the package is then built without build
+# isolation, so the build backend is the pinned one too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -8,8 +10,8 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-echo "setup: installing bytereplay[dev] (constraints: constraints.txt)"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+echo "setup: installing pip and setuptools, then bytereplay[dev] (lock: constraints.txt)"
+.venv/bin/python -m pip install -q -c constraints.txt pip setuptools
+.venv/bin/python -m pip install -q -c constraints.txt --no-build-isolation -e ".[dev]"
 touch .venv/.installed
 echo "setup: done"

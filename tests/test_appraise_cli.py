@@ -16,6 +16,8 @@ from bytereplay.keys import SigningKey, load_or_create_key
 from relying_party.testing import jwks_of, make_result
 
 REPO = Path(__file__).resolve().parent.parent
+NONCE = "bm9uY2Utb2YtMTZieXRlcw"  # 16 bytes
+OTHER_NONCE = "b3RoZXItMTYtYnl0ZXMhIQ"
 OUT = b"hello from the model"
 
 
@@ -28,7 +30,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "jwks": tmp_path / "jwks.json",
         "other": tmp_path / "other.jwt",
     }
-    paths["result"].write_text(make_result(key, output=OUT, nonce="bm9uY2U"))
+    paths["result"].write_text(make_result(key, output=OUT, nonce=NONCE))
     paths["other"].write_text(make_result(SigningKey.generate(), output=OUT))
     paths["output"].write_bytes(OUT)
     paths["jwks"].write_text(json.dumps(jwks_of(key)))
@@ -49,6 +51,15 @@ def test_allow_exits_0_and_prints_the_decision(
         assert text in out, text
 
 
+def test_malformed_nonce_is_bad_input_exit_2(files: dict[str, Path],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("hello world", "bm9uY2U"):  # not base64url; 5 bytes, outside 8..64
+        assert run(files["result"], "--output", files["output"], "--verifier-keys", files["jwks"],
+                   "--nonce", bad) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "nonce" in err
+
+
 def test_deny_exits_1(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     files["output"].write_bytes(OUT + b"!")
     assert run(files["result"], "--output", files["output"], "--verifier-keys", files["jwks"]) == 1
@@ -57,14 +68,14 @@ def test_deny_exits_1(files: dict[str, Path], capsys: pytest.CaptureFixture[str]
     files["output"].write_bytes(OUT)
     assert run(files["other"], "--output", files["output"], "--verifier-keys", files["jwks"]) == 1
     assert run(files["result"], "--output", files["output"], "--verifier-keys", files["jwks"],
-               "--policy", "strict", "--nonce", "bm9uY2U") == 1  # simulated TEE
+               "--policy", "strict", "--nonce", NONCE) == 1  # simulated TEE
     assert run(files["result"], "--output", files["output"], "--verifier-keys", files["jwks"],
-               "--nonce", "b3RoZXI") == 1
+               "--nonce", OTHER_NONCE) == 1
 
 
 def test_json_output(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assert run(files["result"], "--output", files["output"], "--verifier-keys", files["jwks"],
-               "--json", "--nonce", "bm9uY2U", "--policy", "dev") == 0
+               "--json", "--nonce", NONCE, "--policy", "dev") == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["allow"] is True and doc["policy"]["name"] == "dev"
     assert doc["checks"]["nonce"]["ok"] is True

@@ -26,7 +26,7 @@ from bytereplay.errors import UsageError
 from bytereplay.record import RunRecord
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURE_DIGEST = "sha-256:e5126bc09052dce6201582b6b1a9cc3ae9cb0f2847e7d4c64b493d7ce6a89280"
+FIXTURE_DIGEST = "sha-256:25939d3630402a0abf1a1e309d9acecce11214d18ae74efb419ca35a93f11527"
 PROMPT = "Replay the bytes before you trust the answer."
 
 

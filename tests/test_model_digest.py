@@ -23,7 +23,7 @@ from bytereplay.errors import UsageError
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_MODEL = REPO / "fixtures" / "model"
 # Pinned: scripts/make_fixture_model.py must rebuild exactly this (see the last test).
-FIXTURE_DIGEST = "sha-256:e5126bc09052dce6201582b6b1a9cc3ae9cb0f2847e7d4c64b493d7ce6a89280"
+FIXTURE_DIGEST = "sha-256:25939d3630402a0abf1a1e309d9acecce11214d18ae74efb419ca35a93f11527"
 
 
 @pytest.fixture()

@@ -1,9 +1,11 @@
-"""`bytereplay verify EVIDENCE [--replay] [--format jwt|cwt] [--home] [--config] [--json]`.
+"""`bytereplay verify EVIDENCE [--no-replay] [--format jwt|cwt] [--home] [--config] [--json]`.
 
 Appraises Evidence in-process with the same pipeline as the sidecar and prints the EAR
 (decoded) and its status. EVIDENCE is a file (or `-` for stdin) holding a JWT, a CWT
 (binary or unpadded base64url text), or the attester's JSON answer
-(`{"evidence", "evidence_format", ...}` from `/v1/infer` or `bytereplay attest`).
+(`{"evidence", "evidence_format", ...}` from `/v1/infer` or `bytereplay attest`), or
+what `bytereplay attest --out FILE` wrote. A file of no such shape is a usage error:
+one line naming what was expected, exit 2, never a negative EAR.
 
 Nonces: the command did not issue the Evidence's nonce. It runs with
 `nonce_mode = "store-if-known"`: when the home's store (the one `bytereplay serve
@@ -12,7 +14,7 @@ there as usual (a reused or expired nonce is refused); when the store never saw 
 nonce is reported `not checked` and instance-identity stays at warning, so the status is
 warning at best.
 
-Replay runs only with `--replay`. Exit status: 0 when the status is affirming or
+The run is replayed, as the sidecar does; `--no-replay` skips it (verdict `not-run`). Exit status: 0 when the status is affirming or
 warning, 1 when it is contraindicated or none, 2 on bad input.
 """
 
@@ -34,8 +36,17 @@ from verifier.pipeline import Verifier
 MAX_INPUT_BYTES = 4 << 20
 
 
+EXPECTED = ("expected a JWT (text with two dots), a CWT (binary or unpadded base64url text), or "
+            "the JSON that `bytereplay attest` prints ({\"evidence\", \"evidence_format\"})")
+_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def read_evidence(source: str, fmt: str | None) -> tuple[bytes | str, str | None]:
-    """The Evidence in `source` (a path or '-') and its format when known."""
+    """The Evidence in `source` (a path or '-') and its format when known.
+
+    What the file holds is recognised by its shape: JSON (the attester's answer, any
+    text encoding of UTF-8), a compact JWT or base64url CWT text, else binary CWT. A file
+    of none of these shapes is a usage error (exit 2), not a negative result."""
     try:
         data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1) if source == "-" else \
             Path(source).read_bytes()
@@ -43,23 +54,29 @@ def read_evidence(source: str, fmt: str | None) -> tuple[bytes | str, str | None
         raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     if len(data) > MAX_INPUT_BYTES:
         raise UsageError(f"{source} is larger than {MAX_INPUT_BYTES} bytes")
-    text: str | None
-    try:
-        text = data.decode("ascii").strip()
-    except UnicodeDecodeError:
-        text = None
-    if text is None:
-        return data, fmt or "cwt"
-    if text.startswith("{"):
+    stripped = data.strip()
+    if not stripped:
+        raise UsageError(f"{source} is empty; {EXPECTED}")
+    if stripped.startswith(b"{"):
         try:
-            doc = strict_json_loads(text, max_bytes=MAX_INPUT_BYTES)
+            doc = strict_json_loads(stripped, max_bytes=MAX_INPUT_BYTES)
         except BytereplayError as exc:
-            raise UsageError(f"{source}: {exc.detail}") from None
+            raise UsageError(f"{source}: not valid JSON ({exc.detail}); {EXPECTED}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("evidence"), str):
-            raise UsageError(f"{source}: a JSON file must hold an 'evidence' member")
+            raise UsageError(f"{source}: JSON without an 'evidence' text member; {EXPECTED}")
         found = doc.get("evidence_format") or doc.get("format")
         return doc["evidence"], fmt or (found if found in ("jwt", "cwt") else None)
-    return text, fmt
+    if all(b in _B64URL for b in stripped.replace(b".", b"")):
+        text = stripped.decode("ascii")
+        if fmt is None:
+            fmt = "jwt" if text.count(".") == 2 else "cwt" if "." not in text else None
+        if fmt is None:
+            raise UsageError(f"{source}: text with {text.count('.')} dots; {EXPECTED}")
+        return text, fmt
+    # COSE_Sign1 (tag 18), a CWT tag (61) or an untagged four-item array.
+    if data[:1] in (b"\xd2", b"\x84") or data[:2] == b"\xd8\x3d":
+        return data, fmt or "cwt"
+    raise UsageError(f"{source}: neither JSON, a JWT, base64url text nor COSE; {EXPECTED}")
 
 
 def render(result_json: dict[str, Any], claims: dict[str, Any]) -> str:
@@ -91,7 +108,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         cfg = cfg.replace(replay=True)
     verifier = Verifier(cfg)
     try:
-        result = verifier.appraise(data, fmt, replay=bool(args.replay))
+        result = verifier.appraise(data, fmt, replay=args.replay)
     finally:
         verifier.close()
     out = result.to_json()

@@ -27,6 +27,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from attester.access_log import AccessLog, configure_logging
+from attester.apidocs import ServiceApp, attester_schemas, json_answer, json_body, problems
 from attester.config import AttesterConfig, load_config
 from attester.evidence import (
     DECODE_KEYS,
@@ -39,6 +41,7 @@ from attester.evidence import (
     request_claim,
 )
 from attester.http import BodyLimit, install_problem_handlers, read_json_body
+from attester.serving import bind, serve, url_of
 from attester.tee import QuoteProvider, make_provider
 from bytereplay import __version__, eat
 from bytereplay.errors import BusyError, BytereplayError, MediaTypeError, NotReadyError, UsageError
@@ -322,24 +325,37 @@ def create_app(config: AttesterConfig, *, home: Home | None = None,
             threading.Thread(target=_load, name="attester-load", daemon=True).start()
         yield
 
-    app = FastAPI(title="bytereplay attester", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = ServiceApp(title="bytereplay attester", version=__version__, lifespan=lifespan,
+                     description="Deterministic inference with signed Evidence (EAT). "
+                                 "Every refusal is application/problem+json.")
     app.state.attester = svc
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(AccessLog)  # outermost: it also logs what BodyLimit refuses
+    doc = attester_schemas(config.max_input_chars, config.max_new_tokens)
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Readiness",
+             description="200 once the model is loaded; 503 while it loads or if it failed.",
+             responses=json_answer("Ready", doc["health"])
+             | json_answer("Starting, or the model failed to load", doc["health"], status=503))
     async def healthz() -> JSONResponse:
         if svc.ready:
             return JSONResponse({"status": "ready"})
         status = "failed" if svc.load_error else "starting"
         return JSONResponse({"status": status, "detail": svc.load_error}, status_code=503)
 
-    @app.get("/v1/info")
+    @app.get("/v1/info", summary="Model, environment, TEE provider and Evidence key",
+             responses=json_answer("The attester's setup", doc["info"]) | problems(503))
     async def info() -> JSONResponse:
         return JSONResponse(svc.info())
 
-    @app.post("/v1/infer")
+    @app.post("/v1/infer", summary="Run one deterministic inference and sign Evidence",
+              description="Runs the input under the determinism controls, binds the "
+                          "verifier's nonce into a TEE quote and answers the exact output "
+                          "with signed Evidence (EAT) to send to the verifier's /v1/verify.",
+              openapi_extra=json_body(doc["infer_request"]),
+              responses=json_answer("The output and its Evidence", doc["infer_answer"])
+              | problems(400, 413, 415, 503))
     async def infer(request: Request) -> JSONResponse:
         _check_media_type(request)
         body = await read_json_body(request, config.max_body_bytes)
@@ -353,16 +369,19 @@ def create_app(config: AttesterConfig, *, home: Home | None = None,
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`bytereplay serve attester --host H --port P [--config F] [--home D]`."""
-    import uvicorn
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    home = Home.resolve(args.home)
-    config = load_config(home, args.config)
-    url = f"http://{args.host}:{args.port}"
-    app = create_app(config, home=home, url=url)
+    """`bytereplay serve attester --host H --port P [--config F] [--home D] [--log-format]`."""
+    configure_logging(getattr(args, "log_format", "text"))
+    sockets = bind(args.host, args.port)  # a busy port: one line, exit 2, nothing logged
+    try:
+        home = Home.resolve(args.home)
+        config = load_config(home, args.config)
+        url = url_of(args.host, sockets)
+        app = create_app(config, home=home, url=url)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     log.info("bytereplay attester %s starting on %s (provider %s, home %s)",
              __version__, url, config.provider, home.root)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False,
-                server_header=False)
-    return 0
+    return serve(app, sockets, log_level="info",
+                 on_listening=lambda: log.info("bytereplay attester listening on %s", url))

@@ -14,6 +14,10 @@
     GET  /v1/info                configuration, trust anchors, policy id, models
     GET  /healthz                200 once ready (store reachable)
     GET  /metrics                Prometheus text
+    GET  /openapi.json, /docs    the API description and a page rendering it (no CDN)
+
+One log line per request (`attester.access_log`), with the EAR status and the replay
+verdict for /v1/verify; `bytereplay serve verifier --log-format json` for JSON lines.
 
 Evidence that fails a check yields a negative EAR (HTTP 200), never a 5xx. Requests
 that cannot be appraised at all are refused with problem+json: a body that is not the
@@ -36,7 +40,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from attester.access_log import AccessLog, configure_logging, note
+from attester.apidocs import ServiceApp, json_answer, json_body, problems
 from attester.http import BodyLimit, install_problem_handlers, read_json_body
+from attester.serving import bind, serve, url_of
 from bytereplay.eat import MEDIA_CWT, MEDIA_JWT, NONCE_MAX, NONCE_MIN
 from bytereplay.errors import (
     BytereplayError,
@@ -47,6 +54,7 @@ from bytereplay.errors import (
     UsageError,
 )
 from bytereplay.home import Home
+from verifier import apidocs as doc
 from verifier import config as config_mod
 from verifier.config import VerifierConfig
 from verifier.nonces import new_result_id
@@ -124,8 +132,12 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         finally:
             await run_in_threadpool(v.close)
 
-    app = FastAPI(title="bytereplay verifier", version="1", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = ServiceApp(title="bytereplay verifier", version="1", lifespan=lifespan,
+                     description="Issues nonces, appraises Evidence (signatures, TEE quote, "
+                                 "reference values, preflight, replay) and answers a signed "
+                                 "EAR. Evidence that fails a check gets a negative EAR "
+                                 "(200); a request that cannot be appraised is refused "
+                                 "with application/problem+json.")
     app.state.verifier = v
     install_problem_handlers(app)
 
@@ -135,7 +147,11 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         return JSONResponse(exc.problem_json(request.url.path), status_code=exc.status,
                             media_type="application/problem+json")
 
-    @app.post("/v1/challenge")
+    @app.post("/v1/challenge", summary="Issue a single-use nonce",
+              openapi_extra=json_body(doc.CHALLENGE_REQUEST, required=False,
+                                      description="optional; an empty body takes the default"),
+              responses=json_answer("A fresh nonce and its window", doc.CHALLENGE)
+              | problems(400, 413, 415, 503))
     async def challenge(request: Request) -> JSONResponse:
         size = config.nonce_size
         if await request.body():
@@ -160,7 +176,17 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
             return None, a
         return v.finish(a), None
 
-    @app.post("/v1/verify")
+    @app.post("/v1/verify", summary="Appraise Evidence and answer a signed EAR",
+              description="The body is the raw Evidence (application/eat+jwt or "
+                          "application/eat+cwt) or a JSON envelope. The nonce is consumed; "
+                          "the run is replayed unless replay=false. With async=true the "
+                          "answer is 202 and the result is polled at /v1/results/{id}.",
+              openapi_extra=doc.verify_extra(),
+              responses=json_answer("The EAR, its status and the replay verdict", doc.RESULT)
+              | json_answer("Accepted; poll the result", doc.ACCEPTED, status=202,
+                            headers={"Location": {"description": "the poll path",
+                                                  "schema": {"type": "string"}}})
+              | problems(400, 413, 415, 503))
     async def verify(request: Request) -> JSONResponse:
         want_replay = _flag(request, "replay", True)
         run_async = _flag(request, "async", False)
@@ -173,6 +199,7 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
             if result is None:
                 assert pending is not None
                 result = await asyncio.wrap_future(v.submit(pending))
+            note(request, ear_status=result.status, replay=str(result.replay.get("verdict")))
             return JSONResponse(result.to_json())
         # Async: the steps up to replay here, the rest (replay, policy, EAR) in the pool.
         result_id = new_result_id()
@@ -193,11 +220,14 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
                                                "detail": "the appraisal failed"})
 
         future.add_done_callback(store_result)
+        note(request, ear_status="pending", replay="pending")
         poll = f"/v1/results/{result_id}"
         return JSONResponse({"id": result_id, "state": "pending", "poll": poll},
                             status_code=202, headers={"Location": poll})
 
-    @app.get("/v1/results/{result_id}")
+    @app.get("/v1/results/{result_id}", summary="An async appraisal's result",
+             responses=json_answer("Done (or failed)", doc.STORED_RESULT)
+             | json_answer("Still pending", doc.STORED_RESULT, status=202) | problems(404, 503))
     async def results(result_id: str) -> JSONResponse:
         if not 8 <= len(result_id) <= 64:
             raise NotFoundError(f"no result {result_id!r}")
@@ -206,7 +236,10 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
             raise NotFoundError(f"no result {result_id!r} (unknown or expired)")
         return JSONResponse(doc, status_code=202 if doc.get("state") == "pending" else 200)
 
-    @app.post("/v1/external/verify")
+    @app.post("/v1/external/verify", summary="Verify an external attestation service's token",
+              openapi_extra=json_body(doc.EXTERNAL_REQUEST),
+              responses=json_answer("The service and the verified claims", doc.EXTERNAL_ANSWER)
+              | problems(400, 413, 415))
     async def external_verify(request: Request) -> JSONResponse:
         doc = await read_json_body(request, 64 * 1024)
         if not isinstance(doc, dict) or not isinstance(doc.get("token"), str) or \
@@ -218,15 +251,18 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         token = await run_in_threadpool(v.external.verify, doc["token"], service)
         return JSONResponse({"service": token.service, "claims": token.claims})
 
-    @app.get("/.well-known/jwks.json")
+    @app.get("/.well-known/jwks.json", summary="The EAR verification key set",
+             responses=json_answer("Public keys (JWK Set)", doc.JWKS))
     async def jwks() -> JSONResponse:
         return JSONResponse(v.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
-    @app.get("/v1/info")
+    @app.get("/v1/info", summary="Configuration, trust anchors, policy id, models",
+             responses=json_answer("The verifier's setup", doc.INFO))
     async def info() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(v.info))
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Readiness (the store is reachable)",
+             responses=json_answer("Ready", doc.HEALTH) | problems(503))
     async def healthz() -> JSONResponse:
         try:
             await run_in_threadpool(v.store.ping)
@@ -234,25 +270,32 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
             raise StoreUnavailable(f"the store is not reachable: {exc}") from None
         return JSONResponse({"status": "ok", "store": v.store.kind})
 
-    @app.get("/metrics")
+    @app.get("/metrics", summary="Prometheus metrics",
+             responses={200: {"description": "Prometheus text exposition",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
         return Response(v.metrics.render(), media_type=v.metrics.content_type)
 
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(AccessLog)  # outermost: it also logs what BodyLimit refuses
     return app
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`bytereplay serve verifier --host --port --config --home`."""
-    import uvicorn
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    home = Home.resolve(args.home)
-    cfg = config_mod.load(home, args.config)
-    app = create_app(cfg)
+    """`bytereplay serve verifier --host --port --config --home --log-format`."""
+    configure_logging(getattr(args, "log_format", "text"))
+    sockets = bind(args.host, args.port)  # a busy port: one line, exit 2, nothing logged
+    try:
+        home = Home.resolve(args.home)
+        cfg = config_mod.load(home, args.config)
+        app = create_app(cfg)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     v: Verifier = app.state.verifier
+    url = url_of(args.host, sockets)
     log.info("verifier home %s, store %s, appraisal policy %s", home.root, v.store.kind,
              v.policy.policy_id)
-    log.info("verifier listening on http://%s:%d", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-    return 0
+    return serve(app, sockets, log_level="warning",
+                 on_listening=lambda: log.info("verifier listening on %s", url))

@@ -1,0 +1,112 @@
+"""Run a service app under uvicorn on sockets bound here first.
+
+`bind(host, port)` takes the address before anything else is logged or loaded: a busy
+port (or a host that does not resolve, or a port that needs privileges) is a
+`UsageError`, so `bytereplay serve` prints one line and exits 2. uvicorn is then handed
+the already-bound sockets and never binds itself, so nothing can take the port
+between the check and the start. `serve(...)` logs the ready line only once uvicorn
+listens on them.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from bytereplay.errors import UsageError
+
+log = logging.getLogger("bytereplay.serve")
+
+
+def _refusal(host: str, port: int, exc: OSError) -> UsageError:
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return UsageError(f"cannot listen on {where}: the port is already in use "
+                          "(stop the other process or choose another --port)")
+    if exc.errno == errno.EACCES:
+        return UsageError(f"cannot listen on {where}: permission denied "
+                          "(ports below 1024 need privileges; choose another --port)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return UsageError(f"cannot listen on {where}: the address is not on this machine "
+                          "(check --host)")
+    return UsageError(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Bound (not yet listening) TCP sockets for every address `host` names; UsageError
+    naming the address when one cannot be bound."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: expected 0..65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        detail = getattr(exc, "strerror", None) or "not a host name or address"
+        raise UsageError(f"cannot listen on {host}:{port}: {detail} (check --host)") from None
+    seen: set[tuple[int, Any]] = set()
+    sockets: list[socket.socket] = []
+    unavailable: OSError | None = None
+    try:
+        for family, type_, proto, _name, addr in infos:
+            if (family, addr) in seen or family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            seen.add((family, addr))
+            try:
+                sock = socket.socket(family, type_, proto)
+            except OSError as exc:  # this family is off on this machine (as asyncio skips it)
+                unavailable = exc
+                continue
+            # As uvicorn does: restart at once over TIME_WAIT; a live listener still refuses.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                sock.close()
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise
+                unavailable = exc  # e.g. ::1 for "localhost" where IPv6 is off
+                continue
+            sockets.append(sock)
+        if not sockets:
+            raise unavailable or OSError(errno.EADDRNOTAVAIL, "no IPv4 or IPv6 address")
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise _refusal(host, port, exc) from None
+    return sockets
+
+
+def url_of(host: str, sockets: list[socket.socket]) -> str:
+    """http://host:port with the port actually bound (so --port 0 names the real one)."""
+    port = int(sockets[0].getsockname()[1])
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def serve(app: Any, sockets: list[socket.socket], *, on_listening: Callable[[], None],
+          log_level: str = "warning") -> int:
+    """Run `app` on `sockets` until stopped; `on_listening()` once uvicorn accepts on
+    them. uvicorn leaves logging as configured (no dictConfig of its own), so its lines
+    come out in the chosen format too."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and not self.should_exit:
+                on_listening()
+
+    config = uvicorn.Config(app, log_config=None, log_level=log_level, access_log=False,
+                            server_header=False, lifespan="on")
+    server = _Server(config)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return 0 if server.started else 1

@@ -1,11 +1,13 @@
 """Run a service app under uvicorn on sockets bound here first.
 
-`bind(host, port)` takes the address before anything else is logged or loaded: a busy
-port (or a host that does not resolve, or a port that needs privileges) is a
-`UsageError`, so `bytereplay serve` prints one line and exits 2. uvicorn is then handed
-the already-bound sockets and never binds itself, so nothing can take the port
-between the check and the start. `serve(...)` logs the ready line only once uvicorn
-listens on them.
+`bind(host, port)` takes the address before anything else is logged or loaded: it binds
+and listens at once (bound alone, two sockets with SO_REUSEADDR could share the port
+until one listens), so a busy port (or a host that does not resolve, or a port that
+needs privileges) is a `UsageError`, and `bytereplay serve` prints one line and exits 2.
+uvicorn is then handed these sockets and never binds itself, so nothing can take the
+port between the check and the start; should starting on them fail all the same, that
+is the same one-line error. Connections that arrive while the app starts wait in the
+listen backlog. `serve(...)` logs the ready line only once uvicorn serves them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from bytereplay.errors import UsageError
 
 log = logging.getLogger("bytereplay.serve")
+BACKLOG = 2048  # uvicorn's default
 
 
 def _refusal(host: str, port: int, exc: OSError) -> UsageError:
@@ -36,8 +39,8 @@ def _refusal(host: str, port: int, exc: OSError) -> UsageError:
 
 
 def bind(host: str, port: int) -> list[socket.socket]:
-    """Bound (not yet listening) TCP sockets for every address `host` names; UsageError
-    naming the address when one cannot be bound."""
+    """Bound, listening TCP sockets for every address `host` names; UsageError naming
+    the address when one cannot be bound."""
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port}: expected 0..65535")
     try:
@@ -65,6 +68,7 @@ def bind(host: str, port: int) -> list[socket.socket]:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 sock.bind(addr)
+                sock.listen(BACKLOG)
             except OSError as exc:
                 sock.close()
                 if exc.errno != errno.EADDRNOTAVAIL:
@@ -104,8 +108,13 @@ def serve(app: Any, sockets: list[socket.socket], *, on_listening: Callable[[], 
     config = uvicorn.Config(app, log_config=None, log_level=log_level, access_log=False,
                             server_header=False, lifespan="on")
     server = _Server(config)
+    host, port = sockets[0].getsockname()[:2]
     try:
         server.run(sockets=sockets)
+    except OSError as exc:
+        if server.started:
+            raise
+        raise _refusal(str(host), int(port), exc) from None
     finally:
         for sock in sockets:
             sock.close()

@@ -27,7 +27,9 @@ from attester.apidocs import DOCS_HEADERS, DOCS_HTML
 from attester.config import AttesterConfig
 from attester.service import Attester
 from attester.service import create_app as attester_app
+from attester.serving import bind
 from bytereplay.encoding import b64url_decode, b64url_encode
+from bytereplay.errors import UsageError
 from bytereplay.home import Home
 from verifier.service import create_app as verifier_app
 
@@ -361,6 +363,21 @@ def test_busy_port_is_one_line_and_exit_2(tmp_path: Path, role: str, log_format:
     assert lines[0] == (f"bytereplay: error: cannot listen on 127.0.0.1:{port}: the port is "
                         "already in use (stop the other process or choose another --port)")
     assert "listening" not in proc.stderr and "Errno" not in proc.stderr
+
+
+def test_bind_claims_the_port_at_once() -> None:
+    """Two services started together: the second is refused at its check, not later."""
+    first = bind("127.0.0.1", 0)
+    try:
+        port = first[0].getsockname()[1]
+        with pytest.raises(UsageError, match="already in use"):
+            bind("127.0.0.1", port)
+    finally:
+        for sock in first:
+            sock.close()
+    for host, port in (("127.0.0.1", 70000), ("no-such-host.invalid", 8000)):
+        with pytest.raises(UsageError, match=r"--port|--host"):
+            bind(host, port)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], check: Callable[[], str]) -> None:

@@ -56,6 +56,7 @@ class Decision:
     checks: Mapping[str, Mapping[str, Any]]  # the facts checked in Python, as given to the policy
     output_hash: str | None = None  # the attested output hash
     record_digest: str | None = None
+    complete: bool | None = None  # the run record held every checklist item (EAR preflight)
     ear: Ear | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +73,7 @@ class Decision:
             "checks": {k: dict(v) for k, v in self.checks.items()},
             "output_hash": self.output_hash,
             "record_digest": self.record_digest,
+            "complete": self.complete,
         }
 
     def render(self) -> str:
@@ -81,6 +83,7 @@ class Decision:
             f"policy: {self.policy.name} ({self.policy.digest})",
             f"status: {self.status or '-'}",
             f"verdict: {self.verdict or '-'}",
+            f"record complete: {'-' if self.complete is None else 'yes' if self.complete else 'no'}",
             f"claim: {self.claim}",
         ]
         if self.reasons:

@@ -467,5 +467,6 @@ def evaluate(
         checks=checks,
         output_hash=ear.output_hash if ear is not None else None,
         record_digest=ear_doc["record_digest"] if ear_doc is not None else None,
+        complete=ear_doc["preflight"]["complete"] if ear_doc is not None else None,
         ear=ear,
     )

@@ -10,8 +10,9 @@
 Prints the same JSON as `POST /v1/infer`: {"output", "output_hash", "evidence",
 "evidence_format"}. `--out FILE` also writes the Evidence itself (JWT text, or CWT
 bytes), which `bytereplay verify FILE` reads, as it reads the printed JSON;
-`--output-file FILE` writes the exact output bytes, for `bytereplay appraise --output`. The nonce is checked before anything loads: not base64url, or
-outside 8..64 bytes, gives one line on stderr and exit 2 (as does any bad input).
+`--output-file FILE` writes the exact output bytes, for `bytereplay appraise --output`.
+The nonce is checked before anything loads: not base64url, or outside 8..64 bytes,
+gives one line on stderr and exit 2 (as does any bad input).
 `--model`, `--device`, `--dtype` and `--threads` override the configuration file.
 """
 

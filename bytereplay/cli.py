@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", default=None)
     p.add_argument("--config", default=None)
     p.add_argument("--out", default=None, metavar="FILE",
-                   help="also write the Evidence (JWT text or CWT bytes) to FILE, for `bytereplay verify FILE`")
+                   help="also write the Evidence (JWT text or CWT bytes) to FILE, "
+                        "for `bytereplay verify FILE`")
     _decode_flags(p)
     _output_file_flag(p)
     p.set_defaults(handler="attester.attest_cli:cmd_attest", extra="attester", label="attest")

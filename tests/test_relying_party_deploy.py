@@ -65,6 +65,9 @@ def test_compose_is_valid_and_hardened() -> None:
         assert all(p.startswith("127.0.0.1:") for p in svc["ports"]), name
         assert "/healthz" in " ".join(svc["healthcheck"]["test"]), name
         assert svc["build"]["dockerfile"] == f"deploy/Dockerfile.{name}"
+    # The attester runs one model directory; the verifier searches a folder of them by digest.
+    assert "${MODEL_DIR:-../fixtures/model}:/models:ro" in services["attester"]["volumes"]
+    assert "${MODELS_DIR:-../fixtures}:/models:ro" in services["verifier"]["volumes"]
 
 
 def test_k8s_sidecar_pod_is_valid_and_hardened() -> None:

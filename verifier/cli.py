@@ -14,8 +14,9 @@ there as usual (a reused or expired nonce is refused); when the store never saw 
 nonce is reported `not checked` and instance-identity stays at warning, so the status is
 warning at best.
 
-The run is replayed, as the sidecar does; `--no-replay` skips it (verdict `not-run`). Exit status: 0 when the status is affirming or
-warning, 1 when it is contraindicated or none, 2 on bad input.
+The run is replayed, as the sidecar does; `--no-replay` skips it (verdict `not-run`).
+Exit status: 0 when the status is affirming or warning, 1 when it is contraindicated or
+none, 2 on bad input.
 """
 
 from __future__ import annotations

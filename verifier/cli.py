@@ -55,6 +55,11 @@ def read_evidence(source: str, fmt: str | None) -> tuple[bytes | str, str | None
         raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     if len(data) > MAX_INPUT_BYTES:
         raise UsageError(f"{source} is larger than {MAX_INPUT_BYTES} bytes")
+    return sniff_evidence(data, source, fmt)
+
+
+def sniff_evidence(data: bytes, source: str, fmt: str | None) -> tuple[bytes | str, str | None]:
+    """What `read_evidence` read, recognised by its shape (see there); UsageError if none."""
     stripped = data.strip()
     if not stripped:
         raise UsageError(f"{source} is empty; {EXPECTED}")
@@ -76,7 +81,9 @@ def read_evidence(source: str, fmt: str | None) -> tuple[bytes | str, str | None
         return text, fmt
     # COSE_Sign1 (tag 18), a CWT tag (61) or an untagged four-item array.
     if data[:1] in (b"\xd2", b"\x84") or data[:2] == b"\xd8\x3d":
-        return data, fmt or "cwt"
+        if fmt == "jwt":
+            raise UsageError(f"{source}: --format jwt, but the file holds binary COSE (a CWT)")
+        return data, "cwt"
     raise UsageError(f"{source}: neither JSON, a JWT, base64url text nor COSE; {EXPECTED}")
 
 

@@ -1,0 +1,1 @@
+"""Quote verification, one module per TEE scheme, behind `verifier.tee.base`."""

@@ -148,6 +148,8 @@ def scheme_for(kind: str) -> QuoteVerifier:
     if module is None:
         raise QuoteError(f"unknown quote kind {kind!r}; known: {list(known_kinds())}")
     scheme = importlib.import_module(module).SCHEME
+    if not isinstance(scheme, QuoteVerifier):
+        raise TypeError(f"{module}.SCHEME does not implement QuoteVerifier")
     register(scheme)
     return scheme
 

@@ -27,27 +27,26 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from attester.access_log import AccessLog, configure_logging
-from attester.apidocs import ServiceApp, attester_schemas, json_answer, json_body, problems
+from attester.apidocs import attester_schemas
 from attester.config import AttesterConfig, load_config
 from attester.evidence import (
-    DECODE_KEYS,
-    FORMATS,
     build_claims,
     encode,
-    evidence_text,
     expected_report_data,
     measurements_for,
     request_claim,
 )
-from attester.http import BodyLimit, install_problem_handlers, read_json_body
-from attester.serving import bind, serve, url_of
 from attester.tee import QuoteProvider, make_provider
 from bytereplay import __version__, eat
 from bytereplay.errors import BusyError, BytereplayError, MediaTypeError, NotReadyError, UsageError
+from bytereplay.evidence import DECODE_KEYS, FORMATS, evidence_text
 from bytereplay.home import Home
 from bytereplay.keys import SigningKey, load_or_create_key
 from bytereplay.record import RunRecord
+from bytereplay.web.access_log import AccessLog, configure_logging
+from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
+from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
+from bytereplay.web.serving import bind, serve, url_of
 
 if TYPE_CHECKING:
     from attester.engine import DecodePolicy, Engine

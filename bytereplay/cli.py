@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole flow on the embedded defaults")
     p.add_argument("--home", default=None, help="state directory (default: a fresh temporary one)")
-    p.set_defaults(handler="verifier.demo:cmd_demo", extra="verifier", label="demo")
+    p.set_defaults(handler="bytereplay.demo:cmd_demo", extra="verifier", label="demo")
     return parser
 
 

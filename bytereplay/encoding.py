@@ -279,3 +279,9 @@ def cbor_loads(data: bytes, *, max_bytes: int = 1 << 20, allow_tags: bool = Fals
     if cbor_dumps(value) != bytes(data):
         raise EncodingError("CBOR is not in core deterministic encoding (RFC 8949 4.2)")
     return value
+
+
+def is_int(value: Any) -> bool:
+    """An integer in JSON or CBOR data: `true` and `false` are not integers here (Python
+    says they are), and CBOR's arrays and maps are not (unhashable as labels)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -15,6 +15,9 @@ from bytereplay.encoding import strict_json_loads
 from bytereplay.errors import BytereplayError, UsageError
 
 ENV_VAR = "BYTEREPLAY_HOME"
+# The simulated platform CA certificate inside `Home.simulated_ca`: the attester writes
+# it, a verifier sharing the home trusts it.
+SIMULATED_CA_FILE = "ca.pem"
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import harness
 with atheris.instrument_imports(include=["attester.evidence", "bytereplay"]):
     import kit
 
-    from attester.evidence import decode_evidence
     from bytereplay.encoding import cbor_dumps
+    from bytereplay.evidence import decode_evidence
     from bytereplay.home import Home
     from bytereplay.keys import thumbprint_bytes
 

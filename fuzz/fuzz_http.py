@@ -19,7 +19,7 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["verifier.service", "attester.service",
-                                         "attester.http", "attester.evidence"]):
+                                         "bytereplay.web.http", "attester.evidence"]):
     import kit
     from fastapi.testclient import TestClient
 

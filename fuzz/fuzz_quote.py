@@ -1,4 +1,4 @@
-"""Fuzz TEE quote verification: `attester.tee.base.verify_quote` (simulated, tsm, nvidia).
+"""Fuzz TEE quote verification: `verifier.tee.base.verify_quote` (simulated, tdx, snp, nvidia).
 
 Crash: any exception other than a `BytereplayError`; a simulated quote accepted whose
 signed content differs from the genuine one.
@@ -12,20 +12,21 @@ import shutil
 import struct
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atheris
 import harness
 
-with atheris.instrument_imports(include=["attester.tee", "bytereplay"]):
+with atheris.instrument_imports(include=["verifier.tee", "bytereplay"]):
     import kit
 
     from attester.evidence import expected_report_data
-    from attester.tee import QuoteTrust, verify_quote
-    from attester.tee.simulated import load_ca_pem
     from bytereplay.encoding import b64url_encode, strict_json_loads
     from bytereplay.home import Home
+    from verifier.tee.base import SchemeTrust, verify_quote
+    from verifier.tee.simulated import load_ca_pem
 
 HOME = Home.resolve(tempfile.mkdtemp(prefix="br-fuzz-quote-"))
 atexit.register(shutil.rmtree, HOME.root, True)
@@ -33,7 +34,9 @@ KIT = kit.EvidenceKit(HOME)
 NONCE = bytes(range(32))
 REPORT_DATA = expected_report_data(NONCE, KIT.record, KIT.key.jwk)
 SIM = KIT.claims(NONCE)["bytereplay.quote"]
-TRUST = QuoteTrust(simulated_cas=(str(load_ca_pem(HOME.simulated_ca)),))
+TRUST = {"simulated": SchemeTrust(configured=True, roots=(str(load_ca_pem(HOME.simulated_ca)),)),
+         **{kind: SchemeTrust(configured=True) for kind in ("tdx", "snp", "nvidia")}}
+AT = datetime.now(UTC)  # the simulated CA is made now
 FIELDS = sorted(SIM)
 
 
@@ -42,7 +45,7 @@ def test_one_input(data: bytes) -> None:
         return
     mode, body = data[0] % 4, data[1:]
     if mode == 0:
-        verify_quote(strict_json_loads(body), TRUST, REPORT_DATA)
+        verify_quote(strict_json_loads(body), TRUST, REPORT_DATA, AT)
     elif mode == 1:  # one field of a genuine simulated quote replaced
         fdp = atheris.FuzzedDataProvider(body)
         name = FIELDS[fdp.ConsumeIntInRange(0, len(FIELDS) - 1)]
@@ -52,16 +55,16 @@ def test_one_input(data: bytes) -> None:
                          fdp.ConsumeInt(4) if kind == 2 else
                          [fdp.ConsumeUnicode(200)])
         quote = {**SIM, name: value}
-        verify_quote(quote, TRUST, REPORT_DATA)
+        verify_quote(quote, TRUST, REPORT_DATA, AT)
         assert name == "signature" or quote == SIM, "simulated quote accepted after a change"
     elif mode == 2:  # a tsm outblob
         tee = "tdx" if body[:1] == b"t" else "sev-snp"
         verify_quote({"provider": "tsm", "simulated": False, "tee": tee,
-                      "outblob": b64url_encode(body)}, TRUST, REPORT_DATA)
+                      "outblob": b64url_encode(body)}, TRUST, REPORT_DATA, AT)
     else:  # an nvidia attestation report
         verify_quote({"provider": "nvidia", "simulated": False,
                       "attestation_report": b64url_encode(body),
-                      "gpu_nonce": b64url_encode(body[:32])}, TRUST, REPORT_DATA)
+                      "gpu_nonce": b64url_encode(body[:32])}, TRUST, REPORT_DATA, AT)
 
 
 def seeds() -> list[bytes]:

@@ -1,5 +1,5 @@
-"""COSE/CWT (and JWT) Evidence attack catalogue against `attester.evidence.decode_evidence`,
-`verify_evidence` and the verifier pipeline.
+"""COSE/CWT (and JWT) Evidence attack catalogue against `bytereplay.evidence.decode_evidence`,
+the quote check (`quote_helpers.verify_evidence`) and the verifier pipeline.
 
 Each attack is a hand-made message (see fuzz/kit.py: an independent COSE_Sign1 writer)
 that must be refused with a typed error naming the reason. A positive control shows the
@@ -26,10 +26,8 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import kit
+from quote_helpers import Trusts, sim_trusts, verify_evidence
 
-from attester.evidence import decode_evidence, verify_evidence
-from attester.tee import QuoteTrust
-from attester.tee.simulated import load_ca_pem
 from bytereplay import eat
 from bytereplay.encoding import b64url_encode, cbor_dumps
 from bytereplay.errors import (
@@ -39,8 +37,10 @@ from bytereplay.errors import (
     QuoteError,
     SignatureError,
 )
+from bytereplay.evidence import decode_evidence
 from bytereplay.home import Home
 from bytereplay.keys import SigningKey, thumbprint_bytes
+from verifier.tee.simulated import load_ca_pem
 
 NONCE = bytes(range(32))
 ATTACKER = SigningKey.generate("ES256")
@@ -57,10 +57,10 @@ def ek(home: Home) -> kit.EvidenceKit:
 
 
 @pytest.fixture(scope="module")
-def trust(home: Home, ek: kit.EvidenceKit) -> QuoteTrust:
+def trust(home: Home, ek: kit.EvidenceKit) -> Trusts:
     pem = load_ca_pem(home.simulated_ca)
     assert pem is not None
-    return QuoteTrust(simulated_cas=(pem,))
+    return sim_trusts(pem)
 
 
 def _tag(value: Any, tag: int = 18) -> bytes:
@@ -325,7 +325,7 @@ def test_cose_attack_is_refused(ek: kit.EvidenceKit, attack: Attack, via: str) -
 
 
 def test_positive_control_hand_made_cwt_is_accepted(ek: kit.EvidenceKit,
-                                                    trust: QuoteTrust) -> None:
+                                                    trust: Trusts) -> None:
     data = _cwt(ek)
     decoded = decode_evidence(data)
     assert decoded.format == "cwt" and decoded.nonce == NONCE
@@ -369,7 +369,7 @@ def test_bug_unhashable_cose_values_are_refused_not_crashes(ek: kit.EvidenceKit,
 
 
 def test_cnf_key_swapped_for_attacker_key_fails_the_quote_binding(ek: kit.EvidenceKit,
-                                                                  trust: QuoteTrust) -> None:
+                                                                  trust: Trusts) -> None:
     """The attacker re-signs genuine claims with their own key and names it in cnf: the
     signature verifies, but the quote's report data binds the attester's key thumbprint."""
     genuine = ek.claims(_n(ek))
@@ -431,10 +431,11 @@ def test_jwt_evidence_padded_signature_is_refused(ek: kit.EvidenceKit) -> None:
 
 @pytest.fixture(scope="module")
 def verifier(home: Home, ek: kit.EvidenceKit) -> Iterator[Any]:
-    from verifier.config import VerifierConfig
+    from verifier.config import TeeTrustConfig, VerifierConfig
     from verifier.pipeline import Verifier
 
-    v = Verifier(VerifierConfig(home=home, replay=False))
+    # snp configured without collateral: the forged-quote test below needs it accepted.
+    v = Verifier(VerifierConfig(home=home, replay=False, tee={"snp": TeeTrustConfig()}))
     yield v
     v.close()
 

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from quote_helpers import sim_trusts, verify_evidence
 
 from attester.engine import Engine, EngineSettings
-from attester.evidence import verify_evidence
 from attester.service import Attester
-from attester.tee import QuoteTrust
-from attester.tee.simulated import load_ca_pem
 from bytereplay.cli import main
 from bytereplay.encoding import b64url_encode, sha256_tag
 from bytereplay.home import Home
+from verifier.tee.simulated import load_ca_pem
 
 NONCE = b64url_encode(b"sixteen byte non")
 
@@ -58,7 +57,7 @@ def test_attest_prints_verifiable_json(fmt: str, tmp_path: Path, shared_engine: 
     assert answer["output_hash"] == sha256_tag(answer["output"].encode("utf-8"))
     pem = load_ca_pem(Home.resolve(home).simulated_ca)
     assert pem is not None
-    verified = verify_evidence(answer["evidence"], QuoteTrust(simulated_cas=(pem,)), fmt)
+    verified = verify_evidence(answer["evidence"], sim_trusts(pem), fmt)
     assert verified.evidence.nonce == b"sixteen byte non"
     assert verified.evidence.request["template"] == "> {input}"
     assert verified.evidence.request["decode"]["stop"] == ["\n\n"]

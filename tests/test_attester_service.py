@@ -12,16 +12,18 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from quote_helpers import Trusts, verify_evidence
 
 from attester.config import CONTAINER_ENV, AttesterConfig, load_config
-from attester.evidence import decode_evidence, verify_evidence
 from attester.service import Attester, create_app
-from attester.tee import QuoteTrust, trust_from_home
-from attester.tee.simulated import load_ca_pem
 from bytereplay import eat
 from bytereplay.encoding import b64url_encode, sha256_tag
 from bytereplay.errors import UsageError
+from bytereplay.evidence import decode_evidence
 from bytereplay.home import Home
+from verifier.config import VerifierConfig
+from verifier.tee.simulated import load_ca_pem
+from verifier.trust import load_trust_sources, scheme_trusts
 
 PROBLEM = "application/problem+json"
 NONCE = b64url_encode(bytes(range(32)))
@@ -54,9 +56,9 @@ def client(config: AttesterConfig, attester: Attester) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="module")
-def trust(home: Home, attester: Attester) -> QuoteTrust:
-    trust = trust_from_home(home)
-    assert trust.simulated_cas == (load_ca_pem(home.simulated_ca),)
+def trust(home: Home, attester: Attester) -> Trusts:
+    trust = scheme_trusts(VerifierConfig(home=home), load_trust_sources(VerifierConfig(home=home)))
+    assert trust["simulated"].roots == (load_ca_pem(home.simulated_ca),)
     return trust
 
 
@@ -80,7 +82,7 @@ def test_healthz_and_info(client: TestClient, attester: Attester) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["jwt", "cwt"])
-def test_infer_returns_verifiable_evidence(fmt: str, client: TestClient, trust: QuoteTrust,
+def test_infer_returns_verifiable_evidence(fmt: str, client: TestClient, trust: Trusts,
                                            attester: Attester) -> None:
     window = {"issued_at": "2026-11-27T08:00:00Z", "expires_at": "2026-11-27T08:02:00Z"}
     resp = client.post("/v1/infer", json=body(format=fmt, challenge_window=window,

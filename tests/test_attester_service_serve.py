@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+from quote_helpers import sim_trusts, verify_evidence
 
-from attester.evidence import verify_evidence
-from attester.tee import QuoteTrust
-from attester.tee.simulated import load_ca_pem
 from bytereplay.encoding import b64url_encode
 from bytereplay.home import Home
+from verifier.tee.simulated import load_ca_pem
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +55,7 @@ def test_serve_attester_process(tmp_path: Path) -> None:
         assert resp.status_code == 200, resp.text
         pem = load_ca_pem(Home.resolve(home).simulated_ca)
         assert pem is not None
-        verify_evidence(resp.json()["evidence"], QuoteTrust(simulated_cas=(pem,)), "cwt")
+        verify_evidence(resp.json()["evidence"], sim_trusts(pem), "cwt")
         bad = httpx.post(base + "/v1/infer", content=b"{", timeout=10,
                          headers={"content-type": "application/json"})
         assert bad.status_code == 400

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from attester.config import AttesterConfig
-from attester.evidence import decode_evidence
 from attester.service import Attester, create_app
 from bytereplay.encoding import b64url_encode
+from bytereplay.evidence import decode_evidence
 from bytereplay.home import Home
 
 N = 16

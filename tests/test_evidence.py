@@ -15,28 +15,20 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import ec
+from quote_helpers import Trusts, sim_trusts, verify, verify_evidence
 
 from attester.evidence import (
-    COSE_SIGN1_TAG,
-    EXTERNAL_TOKENS,
-    FORMATS,
-    _cose_sign,
-    _sig_structure,
     build_claims,
-    cose_key_to_jwk,
-    decode_evidence,
     encode,
     encode_cwt,
     encode_jwt,
     expected_report_data,
-    jwk_to_cose_key,
     measurements_for,
     request_claim,
-    verify_evidence,
 )
-from attester.tee import QuoteTrust, verify_quote
-from attester.tee.simulated import SimulatedProvider, load_ca_pem
-from bytereplay import eat
+from attester.tee.simulated import SimulatedProvider
+from bytereplay import cose, eat
+from bytereplay.cose import COSE_SIGN1_TAG, cose_key_to_jwk, jwk_to_cose_key
 from bytereplay.encoding import b64url_decode, b64url_encode, cbor_dumps, sha256_tag
 from bytereplay.errors import (
     BytereplayError,
@@ -47,8 +39,10 @@ from bytereplay.errors import (
     SignatureError,
     TooLargeError,
 )
+from bytereplay.evidence import EXTERNAL_TOKENS, FORMATS, decode_evidence
 from bytereplay.keys import SigningKey, thumbprint_bytes
 from bytereplay.record import RunRecord
+from verifier.tee.simulated import load_ca_pem
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 INPUT, TEMPLATE = "What is 2 + 2?", "Q: {input}\nA:"
@@ -76,10 +70,10 @@ def provider(sim_dir: Path) -> SimulatedProvider:
 
 
 @pytest.fixture(scope="module")
-def trust(provider: SimulatedProvider, sim_dir: Path) -> QuoteTrust:
+def trust(provider: SimulatedProvider, sim_dir: Path) -> Trusts:
     pem = load_ca_pem(sim_dir)
     assert pem is not None
-    return QuoteTrust(simulated_cas=(pem,))
+    return sim_trusts(pem)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +105,7 @@ def claims(record: RunRecord, nonce: bytes, key: SigningKey,
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip_and_quote_binding(fmt: str, claims: dict[str, Any], key: SigningKey,
-                                      trust: QuoteTrust, record: RunRecord, nonce: bytes) -> None:
+                                      trust: Trusts, record: RunRecord, nonce: bytes) -> None:
     evidence = encode(claims, key, fmt)
     decoded = decode_evidence(evidence)
     assert decoded.format == fmt and decoded.alg == "ES256"
@@ -130,7 +124,7 @@ def test_round_trip_and_quote_binding(fmt: str, claims: dict[str, Any], key: Sig
 @pytest.mark.parametrize("alg", ["ES256", "ES384", "EdDSA", "PS384"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_signing_algorithm(alg: str, fmt: str, record: RunRecord, nonce: bytes,
-                                 provider: SimulatedProvider, trust: QuoteTrust) -> None:
+                                 provider: SimulatedProvider, trust: Trusts) -> None:
     k = SigningKey.generate(alg)
     evidence = encode(make_claims(record, nonce, k, provider), k, fmt)
     verified = verify_evidence(evidence, trust, fmt)
@@ -280,7 +274,7 @@ def test_any_changed_jwt_character_is_refused(claims: dict[str, Any], key: Signi
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_changed_record_is_refused(fmt: str, claims: dict[str, Any], key: SigningKey,
-                                   trust: QuoteTrust) -> None:
+                                   trust: Trusts) -> None:
     record = dict(claims[eat.RECORD])
     record["seed"] = record["seed"] + 1
     # Re-signed with the attester's own key, the record no longer matches its digest ...
@@ -297,7 +291,7 @@ def test_changed_record_is_refused(fmt: str, claims: dict[str, Any], key: Signin
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_changed_nonce_breaks_binding(fmt: str, claims: dict[str, Any], key: SigningKey,
-                                      trust: QuoteTrust, nonce: bytes) -> None:
+                                      trust: Trusts, nonce: bytes) -> None:
     other = b64url_encode(_flip(nonce, 0))
     with pytest.raises(QuoteError, match="not bound"):
         verify_evidence(encode({**claims, eat.EAT_NONCE: other}, key, fmt), trust)
@@ -305,7 +299,7 @@ def test_changed_nonce_breaks_binding(fmt: str, claims: dict[str, Any], key: Sig
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_changed_quote_is_refused(fmt: str, claims: dict[str, Any], key: SigningKey,
-                                  trust: QuoteTrust) -> None:
+                                  trust: Trusts) -> None:
     quote = claims[eat.QUOTE]
     measured = {**quote, "measurements": {**quote["measurements"], "runtime": "evil/1.0"}}
     with pytest.raises(QuoteError, match="signature"):
@@ -321,7 +315,7 @@ def test_changed_quote_is_refused(fmt: str, claims: dict[str, Any], key: Signing
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_other_key_cannot_reuse_the_quote(fmt: str, claims: dict[str, Any],
-                                          trust: QuoteTrust) -> None:
+                                          trust: Trusts) -> None:
     """An attacker re-signing the Evidence with its own key: the quote binds the real one."""
     thief = SigningKey.generate("ES256")
     stolen = {**claims, eat.CNF: {"jwk": thief.jwk}}
@@ -375,7 +369,7 @@ def test_nonce_outside_8_to_64_bytes_is_refused(size: int, record: RunRecord, ke
 
 @pytest.mark.parametrize("size", [8, 64])
 def test_nonce_bounds_are_accepted(size: int, record: RunRecord, key: SigningKey,
-                                   provider: SimulatedProvider, trust: QuoteTrust) -> None:
+                                   provider: SimulatedProvider, trust: Trusts) -> None:
     n = os.urandom(size)
     for fmt in FORMATS:
         verified = verify_evidence(encode(make_claims(record, n, key, provider), key, fmt), trust)
@@ -423,7 +417,7 @@ def test_jwt_refusals(claims: dict[str, Any], key: SigningKey) -> None:
 def _cose(key: SigningKey, protected: dict[int, Any], payload: bytes,
           unprotected: dict[int, Any] | None = None, tag: int | None = COSE_SIGN1_TAG) -> bytes:
     p = cbor_dumps(protected)
-    sig = _cose_sign(key, _sig_structure(p, payload))
+    sig = cose.sign(key, cose.sig_structure(p, payload))
     msg: Any = [p, unprotected or {}, payload, sig]
     return cbor_dumps(cbor2.CBORTag(tag, msg) if tag is not None else msg)
 
@@ -502,12 +496,12 @@ def test_unknown_format_is_refused(claims: dict[str, Any], key: SigningKey) -> N
 
 
 def test_quote_binding_is_checked_by_verify_quote(claims: dict[str, Any], key: SigningKey,
-                                                  trust: QuoteTrust) -> None:
+                                                  trust: Trusts) -> None:
     decoded = decode_evidence(encode_jwt(claims, key))
-    result = verify_quote(decoded.quote, trust, decoded.expected_report_data)
+    result = verify(decoded.quote, trust, decoded.expected_report_data)
     assert result.report_data == decoded.expected_report_data
     with pytest.raises(QuoteError, match="not bound"):
-        verify_quote(decoded.quote, trust, bytes(64))
+        verify(decoded.quote, trust, bytes(64))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -31,17 +31,11 @@ import pytest
 import rfc8785
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from quote_helpers import Trusts, sim_trusts
+from quote_helpers import verify as verify_quote
 
-from attester.evidence import (
-    EXTERNAL_TOKENS,
-    build_claims,
-    decode_evidence,
-    encode,
-    request_claim,
-)
-from attester.tee import QuoteTrust, verify_quote
-from attester.tee import simulated as sim_mod
-from attester.tee.simulated import SimulatedProvider, load_ca_pem
+from attester.evidence import build_claims, encode, request_claim
+from attester.tee.simulated import SimulatedProvider
 from bytereplay import ear, eat
 from bytereplay.encoding import (
     b64_decode,
@@ -61,10 +55,13 @@ from bytereplay.errors import (
     RecordError,
     SignatureError,
 )
+from bytereplay.evidence import EXTERNAL_TOKENS, decode_evidence
 from bytereplay.jose import parse_jwt, sign_jwt, verify_jwt, verify_parsed
 from bytereplay.keys import SigningKey
 from bytereplay.record import RunRecord, leaf_paths
 from verifier import external
+from verifier.tee import simulated as sim_mod
+from verifier.tee.simulated import load_ca_pem
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FAST = settings(deadline=None, max_examples=300,
@@ -486,12 +483,12 @@ def test_one_parse_serves_routing_and_verification() -> None:
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulatedProvider, QuoteTrust]:
+def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulatedProvider, Trusts]:
     folder = tmp_path_factory.mktemp("perf-home") / "simulated-tee"
     provider = SimulatedProvider(folder)
     pem = load_ca_pem(folder)
     assert pem is not None
-    return provider, QuoteTrust(simulated_cas=(pem,))
+    return provider, sim_trusts(pem)
 
 
 RD = os.urandom(64)
@@ -500,20 +497,18 @@ MEAS = {"model_digest": "sha-256:" + "1" * 64, "container_digest": "unknown",
 
 
 def test_cached_chain_still_checks_validity_every_time(
-        sim: tuple[SimulatedProvider, QuoteTrust]) -> None:
+        sim: tuple[SimulatedProvider, Trusts]) -> None:
     provider, trust = sim
     quote = provider.quote(RD, MEAS)
     assert verify_quote(quote, trust, RD).chain_ok  # the pair is now remembered
-    later = dataclasses.replace(trust, now=datetime.now(UTC) + timedelta(days=3 * 365))
     with pytest.raises(QuoteError, match="expired"):
-        verify_quote(quote, later, RD)
-    earlier = dataclasses.replace(trust, now=datetime.now(UTC) - timedelta(days=1))
+        verify_quote(quote, trust, RD, datetime.now(UTC) + timedelta(days=3 * 365))
     with pytest.raises(QuoteError, match="not valid yet"):
-        verify_quote(quote, earlier, RD)
+        verify_quote(quote, trust, RD, datetime.now(UTC) - timedelta(days=1))
     assert verify_quote(quote, trust, RD).chain_ok
 
 
-def test_cached_chain_is_per_anchor(sim: tuple[SimulatedProvider, QuoteTrust],
+def test_cached_chain_is_per_anchor(sim: tuple[SimulatedProvider, Trusts],
                                     tmp_path: Path) -> None:
     provider, trust = sim
     quote = provider.quote(RD, MEAS)
@@ -522,12 +517,12 @@ def test_cached_chain_is_per_anchor(sim: tuple[SimulatedProvider, QuoteTrust],
     other_pem = load_ca_pem(tmp_path / "other")
     assert other_pem is not None
     with pytest.raises(QuoteError, match="does not chain"):
-        verify_quote(quote, QuoteTrust(simulated_cas=(other_pem,)), RD)
-    assert verify_quote(other.quote(RD, MEAS), QuoteTrust(simulated_cas=(other_pem,)), RD)
+        verify_quote(quote, sim_trusts(other_pem), RD)
+    assert verify_quote(other.quote(RD, MEAS), sim_trusts(other_pem), RD)
 
 
 def test_junk_certificate_fields_are_quote_errors(
-        sim: tuple[SimulatedProvider, QuoteTrust]) -> None:
+        sim: tuple[SimulatedProvider, Trusts]) -> None:
     provider, trust = sim
     quote = provider.quote(RD, MEAS)
     der = base64.b64decode(quote["cert_chain"][0])
@@ -548,7 +543,7 @@ def test_external_tokens_claim_is_named_once() -> None:
 
 
 @pytest.fixture(scope="module")
-def evidence_parts(sim: tuple[SimulatedProvider, QuoteTrust]) -> dict[str, Any]:
+def evidence_parts(sim: tuple[SimulatedProvider, Trusts]) -> dict[str, Any]:
     """Evidence parts for `decode_evidence` (which does not check the quote). The record
     lacks the input and template hashes, so any replay request text agrees with it."""
     record = RunRecord.from_json((FIXTURES / "records" / "complete.json").read_bytes())

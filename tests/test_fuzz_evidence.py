@@ -1,8 +1,8 @@
 """Property-based tests for Evidence (EAT as JWT and as COSE_Sign1 CWT) and TEE quotes.
 
-- `attester.evidence.decode_evidence`: any bytes or text, and validly signed messages whose
+- `bytereplay.evidence.decode_evidence`: any bytes or text, and validly signed messages whose
   headers or claims were mutated, raise only `BytereplayError`s (or decode);
-- `attester.tee.base.verify_quote`: any quote dict (junk, and mutations of a genuine
+- `verifier.tee.base.verify_quote`: any quote dict (junk, and mutations of a genuine
   simulated quote, of a tsm quote, of an nvidia quote) raises only `BytereplayError`s, and
   no mutation of a genuine quote's signed content is accepted.
 
@@ -29,14 +29,16 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import kit
 from fuzz_budget import budget
+from quote_helpers import all_trusts
+from quote_helpers import verify as verify_quote
 
-from attester.evidence import decode_evidence, expected_report_data
-from attester.tee import QuoteTrust, verify_quote
-from attester.tee.simulated import load_ca_pem
+from attester.evidence import expected_report_data
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import BytereplayError
+from bytereplay.evidence import decode_evidence
 from bytereplay.home import Home
 from bytereplay.keys import thumbprint_bytes
+from verifier.tee.simulated import load_ca_pem
 
 
 def _refused_or(fn: Callable[[], Any]) -> Any:
@@ -54,7 +56,7 @@ NONCE = bytes(range(32))
 CLAIMS = KIT.claims(NONCE)
 CBOR_CLAIMS = kit.claims_to_cbor(CLAIMS)
 KID = thumbprint_bytes(KIT.key.jwk)
-TRUST = QuoteTrust(simulated_cas=(str(load_ca_pem(_HOME.simulated_ca)),))
+TRUST = all_trusts(str(load_ca_pem(_HOME.simulated_ca)))
 GOOD_JWT = KIT.make(NONCE)
 GOOD_CWT = KIT.make(NONCE, fmt="cwt")
 
@@ -272,7 +274,7 @@ def test_verify_quote_refuses_other_report_data(which: str) -> None:
 
 
 def test_bug_quote_certificate_with_invalid_x509_version_is_a_quote_error() -> None:
-    """Found by fuzz/fuzz_quote.py. `attester/tee/simulated.py:_leaf_from_chain` catches
+    """Found by fuzz/fuzz_quote.py. `verifier/tee/simulated.py:_leaf_from_chain` catches
     (binascii.Error, ValueError), but cryptography raises `x509.InvalidVersion` (an
     Exception, not a ValueError) for a certificate whose version field is not 0..2. The
     verifier's quote step catches only BytereplayError, so this Evidence, which anyone can

@@ -208,7 +208,7 @@ def test_bug_verify_unhashable_cose_alg_is_not_a_500(verifier_client: TestClient
 
 def test_bug_verify_quote_cert_with_bad_x509_version_is_not_a_500(
         verifier_client: TestClient) -> None:
-    """attester/tee/simulated.py `_leaf_from_chain` lets cryptography's `InvalidVersion`
+    """verifier/tee/simulated.py `_leaf_from_chain` lets cryptography's `InvalidVersion`
     escape; `verifier.pipeline.step_quote` catches BytereplayError only: 500."""
     import base64
 

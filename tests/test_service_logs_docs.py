@@ -22,15 +22,15 @@ import pytest
 from fastapi.testclient import TestClient
 from verifier_fixtures import evidence_factory, free_port, make_verifier, new_home, shared_engine
 
-from attester.access_log import ACCESS_LOGGER, AccessLog, JsonFormatter, access_fields, formatter
-from attester.apidocs import DOCS_HEADERS, DOCS_HTML
 from attester.config import AttesterConfig
 from attester.service import Attester
 from attester.service import create_app as attester_app
-from attester.serving import bind
 from bytereplay.encoding import b64url_decode, b64url_encode
 from bytereplay.errors import UsageError
 from bytereplay.home import Home
+from bytereplay.web.access_log import ACCESS_LOGGER, AccessLog, JsonFormatter, access_fields, formatter
+from bytereplay.web.apidocs import DOCS_HEADERS, DOCS_HTML
+from bytereplay.web.serving import bind
 from verifier.service import create_app as verifier_app
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from quote_helpers import Trusts, all_trusts, sim_trusts
+from quote_helpers import verify as verify_quote
 
-from attester.tee import QuoteTrust, make_provider, verify_quote
-from attester.tee.base import REASON_NO_COLLATERAL
+from attester.tee import make_provider
 from attester.tee.nvidia import NvidiaProvider, gpu_nonce
 from attester.tee.simulated import (
     CA_FILE,
@@ -28,11 +29,12 @@ from attester.tee.simulated import (
     LEAF_KEY_FILE,
     SimulatedPlatform,
     SimulatedProvider,
-    load_ca_pem,
 )
 from attester.tee.tsm import OsFs, TsmProvider
 from bytereplay.encoding import b64url_decode, b64url_encode
 from bytereplay.errors import KeyConfigError, ProviderUnavailable, QuoteError, UsageError
+from verifier.tee.simulated import load_ca_pem
+from verifier.tee.tdx import REASON_NO_COLLATERAL
 
 RD = hashlib.sha512(b"report data").digest()
 MEAS = {"model_digest": "sha-256:" + "1" * 64, "container_digest": "unknown",
@@ -42,15 +44,15 @@ MEAS = {"model_digest": "sha-256:" + "1" * 64, "container_digest": "unknown",
 # -- simulated ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulatedProvider, QuoteTrust, Path]:
+def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulatedProvider, Trusts, Path]:
     folder = tmp_path_factory.mktemp("home") / "simulated-tee"
     provider = SimulatedProvider(folder)
     pem = load_ca_pem(folder)
     assert pem is not None
-    return provider, QuoteTrust(simulated_cas=(pem,)), folder
+    return provider, sim_trusts(pem), folder
 
 
-def test_simulated_files_and_modes(sim: tuple[SimulatedProvider, QuoteTrust, Path]) -> None:
+def test_simulated_files_and_modes(sim: tuple[SimulatedProvider, Trusts, Path]) -> None:
     provider, _, folder = sim
     for name in (CA_KEY_FILE, LEAF_KEY_FILE):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
@@ -65,7 +67,7 @@ def test_simulated_files_and_modes(sim: tuple[SimulatedProvider, QuoteTrust, Pat
     assert again.ca == ca and again.leaf == provider.platform.leaf
 
 
-def test_simulated_quote_verifies_to_its_ca(sim: tuple[SimulatedProvider, QuoteTrust, Path]) -> None:
+def test_simulated_quote_verifies_to_its_ca(sim: tuple[SimulatedProvider, Trusts, Path]) -> None:
     provider, trust, _ = sim
     quote = provider.quote(RD, MEAS)
     assert quote["provider"] == "simulated" and quote["simulated"] is True
@@ -78,16 +80,16 @@ def test_simulated_quote_verifies_to_its_ca(sim: tuple[SimulatedProvider, QuoteT
 
 
 def test_simulated_quote_fails_against_another_ca(
-        sim: tuple[SimulatedProvider, QuoteTrust, Path], tmp_path: Path) -> None:
+        sim: tuple[SimulatedProvider, Trusts, Path], tmp_path: Path) -> None:
     provider, trust, _ = sim
     other = SimulatedProvider(tmp_path / "other")
     other_pem = load_ca_pem(tmp_path / "other")
     assert other_pem is not None
     quote = provider.quote(RD, MEAS)
     with pytest.raises(QuoteError, match="does not chain to a trusted simulated CA"):
-        verify_quote(quote, QuoteTrust(simulated_cas=(other_pem,)), RD)
+        verify_quote(quote, sim_trusts(other_pem), RD)
     # Several anchors: the right one among them is enough.
-    both = QuoteTrust(simulated_cas=(other_pem, *trust.simulated_cas))
+    both = sim_trusts(other_pem, *trust["simulated"].roots)
     assert verify_quote(quote, both, RD).chain_ok
     # A leaf from the other CA swapped into our quote: chain or signature fails.
     swapped = {**quote, "cert_chain": other.quote(RD, MEAS)["cert_chain"]}
@@ -96,10 +98,10 @@ def test_simulated_quote_fails_against_another_ca(
     with pytest.raises(QuoteError, match="signature"):
         verify_quote(swapped, both, RD)
     with pytest.raises(QuoteError, match="no simulated platform CA"):
-        verify_quote(quote, QuoteTrust(), RD)
+        verify_quote(quote, sim_trusts(), RD)
 
 
-def test_simulated_quote_refusals(sim: tuple[SimulatedProvider, QuoteTrust, Path]) -> None:
+def test_simulated_quote_refusals(sim: tuple[SimulatedProvider, Trusts, Path]) -> None:
     provider, trust, _ = sim
     quote = provider.quote(RD, MEAS)
     with pytest.raises(QuoteError, match="not bound"):
@@ -126,18 +128,18 @@ def test_simulated_quote_refusals(sim: tuple[SimulatedProvider, QuoteTrust, Path
     with pytest.raises(QuoteError, match="64 bytes"):
         verify_quote(quote, trust, b"short")
     with pytest.raises(QuoteError, match="PEM"):
-        verify_quote(quote, QuoteTrust(simulated_cas=("junk",)), RD)
+        verify_quote(quote, sim_trusts("junk"), RD)
 
 
-def test_simulated_certificate_validity(sim: tuple[SimulatedProvider, QuoteTrust, Path]) -> None:
+def test_simulated_certificate_validity(sim: tuple[SimulatedProvider, Trusts, Path]) -> None:
     provider, trust, _ = sim
     quote = provider.quote(RD, MEAS)
     later = datetime.now(UTC) + timedelta(days=3 * 365)
     with pytest.raises(QuoteError, match="expired"):
-        verify_quote(quote, QuoteTrust(simulated_cas=trust.simulated_cas, now=later), RD)
+        verify_quote(quote, trust, RD, later)
     earlier = datetime.now(UTC) - timedelta(days=1)
     with pytest.raises(QuoteError, match="not valid yet"):
-        verify_quote(quote, QuoteTrust(simulated_cas=trust.simulated_cas, now=earlier), RD)
+        verify_quote(quote, trust, RD, earlier)
 
 
 def test_simulated_key_mode_is_checked(tmp_path: Path) -> None:
@@ -242,22 +244,22 @@ def test_tsm_tdx_quote(tsm_root: Path, version: int) -> None:
     assert quote["generation"] == 1 and quote["software_measurements"] == MEAS
     assert len(fs.entries) == 1 and not fs.entries[0].exists()  # entry removed
     assert list(tsm_root.iterdir()) == []
-    result = verify_quote(quote, QuoteTrust(), RD)
+    result = verify_quote(quote, all_trusts(), RD)
     assert result.provider == "tsm" and not result.simulated and not result.hardware
     assert not result.chain_ok and result.report_data == RD
     assert result.measurements["tdx.mrtd"] == "11" * 48
     assert result.measurements["tdx.rtmr3"] == "33" * 48
     assert any(r.startswith(REASON_NO_COLLATERAL) for r in result.reasons)
     with pytest.raises(QuoteError, match="not bound"):
-        verify_quote(quote, QuoteTrust(), bytes(64))
-    with pytest.raises(QuoteError, match="not accepted"):
-        verify_quote(quote, QuoteTrust(accept_tsm=False), RD)
+        verify_quote(quote, all_trusts(), bytes(64))
+    with pytest.raises(QuoteError, match="no trust configuration for tdx"):
+        verify_quote(quote, sim_trusts(), RD)
 
 
 def test_tsm_snp_report(tsm_root: Path) -> None:
     quote = TsmProvider(tsm_root, fs=FakeKernel("sev_guest")).quote(RD, MEAS)
     assert quote["tee"] == "sev-snp" and b64url_decode(quote["auxblob"]) == b"certificate table"
-    result = verify_quote(quote, QuoteTrust(), RD)
+    result = verify_quote(quote, all_trusts(), RD)
     assert result.measurements["snp.measurement"] == "22" * 48 and not result.hardware
     assert REASON_NO_COLLATERAL in result.reasons[0]
 
@@ -265,13 +267,13 @@ def test_tsm_snp_report(tsm_root: Path) -> None:
 def test_tsm_quote_not_bound(tsm_root: Path) -> None:
     quote = TsmProvider(tsm_root, fs=FakeKernel(ignore_inblob=True)).quote(RD, MEAS)
     with pytest.raises(QuoteError, match="report data does not match"):
-        verify_quote(quote, QuoteTrust(), RD)
+        verify_quote(quote, all_trusts(), RD)
 
 
 def test_tsm_generation_race(tsm_root: Path) -> None:
     once = FakeKernel(races=1)
     quote = TsmProvider(tsm_root, fs=once).quote(RD, MEAS)  # retried, then fine
-    assert len(once.entries) == 2 and verify_quote(quote, QuoteTrust(), RD)
+    assert len(once.entries) == 2 and verify_quote(quote, all_trusts(), RD)
     with pytest.raises(ProviderUnavailable, match="another writer"):
         TsmProvider(tsm_root, fs=FakeKernel(races=10)).quote(RD, MEAS)
     assert list(tsm_root.iterdir()) == []
@@ -294,17 +296,17 @@ def test_tsm_parse_refusals() -> None:
         return {"provider": "tsm", "simulated": False, "tee": tee, "outblob": b64url_encode(blob)}
 
     with pytest.raises(QuoteError, match="truncated"):
-        verify_quote(q(tdx_quote(RD)[:300]), QuoteTrust(), RD)
+        verify_quote(q(tdx_quote(RD)[:300]), all_trusts(), RD)
     with pytest.raises(QuoteError, match="not a TDX quote"):
-        verify_quote(q(struct.pack("<HHI", 4, 2, 0) + bytes(700)), QuoteTrust(), RD)
+        verify_quote(q(struct.pack("<HHI", 4, 2, 0) + bytes(700)), all_trusts(), RD)
     with pytest.raises(QuoteError, match="version 3"):
-        verify_quote(q(struct.pack("<HHI", 3, 2, 0x81) + bytes(700)), QuoteTrust(), RD)
+        verify_quote(q(struct.pack("<HHI", 3, 2, 0x81) + bytes(700)), all_trusts(), RD)
     with pytest.raises(QuoteError, match="SEV-SNP report is"):
-        verify_quote(q(snp_report(RD)[:100], "sev-snp"), QuoteTrust(), RD)
+        verify_quote(q(snp_report(RD)[:100], "sev-snp"), all_trusts(), RD)
     with pytest.raises(QuoteError, match="unknown TEE"):
-        verify_quote(q(b"x", "cca"), QuoteTrust(), RD)
+        verify_quote(q(b"x", "cca"), all_trusts(), RD)
     with pytest.raises(QuoteError, match="calls itself simulated"):
-        verify_quote({**q(tdx_quote(RD)), "simulated": True}, QuoteTrust(), RD)
+        verify_quote({**q(tdx_quote(RD)), "simulated": True}, all_trusts(), RD)
 
 
 # -- nvidia ---------------------------------------------------------------------------
@@ -363,13 +365,13 @@ def test_nvidia_quote_path_with_a_fake_nvml(monkeypatch: pytest.MonkeyPatch) -> 
     quote = provider.quote(RD, MEAS)
     assert quote["provider"] == "nvidia" and quote["simulated"] is False
     assert b64url_decode(quote["gpu_nonce"]) == gpu_nonce(RD) == hashlib.sha256(RD).digest()
-    result = verify_quote(quote, QuoteTrust(), RD)
+    result = verify_quote(quote, all_trusts(), RD)
     assert not result.hardware and not result.chain_ok
     assert REASON_NO_COLLATERAL in result.reasons[0]
     with pytest.raises(QuoteError, match="not bound"):
-        verify_quote(quote, QuoteTrust(), bytes(64))
-    with pytest.raises(QuoteError, match="not accepted"):
-        verify_quote(quote, QuoteTrust(accept_nvidia=False), RD)
+        verify_quote(quote, all_trusts(), bytes(64))
+    with pytest.raises(QuoteError, match="no trust configuration for nvidia"):
+        verify_quote(quote, sim_trusts(), RD)
 
 
 def test_nvidia_cc_off_or_failing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,8 +385,8 @@ def test_nvidia_cc_off_or_failing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_verify_quote_generic_refusals() -> None:
     with pytest.raises(QuoteError, match="JSON object"):
-        verify_quote("quote", QuoteTrust(), RD)
-    with pytest.raises(QuoteError, match="unknown quote provider"):
-        verify_quote({"provider": "sgx", "simulated": False}, QuoteTrust(), RD)
+        verify_quote("quote", all_trusts(), RD)
+    with pytest.raises(QuoteError, match="unknown quote kind"):
+        verify_quote({"provider": "sgx", "simulated": False}, all_trusts(), RD)
     with pytest.raises(UsageError, match="unknown TEE provider"):
         make_provider("sgx", simulated_dir=Path("/nonexistent"))

@@ -540,12 +540,15 @@ def test_config_file(tmp_path: Path) -> None:
 
 
 def test_unchecked_hardware_quote_affirms_nothing(tmp_path: Path) -> None:
-    """A tsm (SEV-SNP) quote is accepted without vendor collateral: its binding is checked
-    but its signature is not, so anyone can write one. Nothing it vouches for is affirmed."""
+    """A tsm (SEV-SNP) quote is accepted without vendor collateral (where the operator
+    configured the scheme): its binding is checked but its signature is not, so anyone can
+    write one. Nothing it vouches for is affirmed."""
+    from verifier.config import TeeTrustConfig
+
     home = new_home(tmp_path)
     record = generate().record
     refs = reference_file(tmp_path, {"model_digests": [record.get("model.digest")]})
-    verifier = make_verifier(home, reference_values=refs)
+    verifier = make_verifier(home, reference_values=refs, tee={"snp": TeeTrustConfig()})
     attacker = SigningKey.generate()
 
     class HandWritten:

@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import kit
 
 from attester.engine import Engine, EngineSettings, InferenceResult
+from attester.testing import DECODE, PROMPT, TEMPLATE, EvidenceFactory, run, tamper_jwt
 from bytereplay.home import Home
 from verifier.config import VerifierConfig
 from verifier.pipeline import Verifier
-from verifier.testing import DECODE, PROMPT, TEMPLATE, EvidenceFactory, run, tamper_jwt
 
 __all__ = ["DECODE", "PROMPT", "TEMPLATE", "EvidenceFactory", "tamper_jwt"]
 

@@ -1,14 +1,14 @@
 """Request and answer schemas of the verifier's routes, for `/openapi.json` (see
-`attester.apidocs`)."""
+`bytereplay.web.apidocs`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from attester.apidocs import Schema
 from bytereplay.ar4si import AFFIRMING, CONTRAINDICATED, NONE, WARNING
 from bytereplay.claims import INCONCLUSIVE, MATCH, MATCH_PORTABLE, MISMATCH, NOT_RUN
 from bytereplay.eat import MEDIA_CWT, MEDIA_JWT, NONCE_MAX, NONCE_MIN
+from bytereplay.web.apidocs import Schema
 
 STATUSES = [AFFIRMING, WARNING, CONTRAINDICATED, NONE]
 VERDICTS = [MATCH, MATCH_PORTABLE, MISMATCH, INCONCLUSIVE, NOT_RUN]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from bytereplay.errors import UsageError
 from bytereplay.home import Home
 from bytereplay.keys import DEFAULT_ALG, EXTERNAL_ALGS, SIGNING_ALGS
 from bytereplay.resources import shipped_policy
+from verifier.tee.base import DEFAULT_ALLOWED_TCB, known_kinds
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = shipped_policy("appraisal.rego")
@@ -47,6 +49,20 @@ class ExternalService:
 
 
 @dataclass(frozen=True)
+class TeeTrustConfig:
+    """`tee.<kind>`: one TEE scheme's trust, as configured (see `verifier.trust`, which
+    turns it into the scheme's `SchemeTrust`). Its presence configures the scheme."""
+
+    roots: tuple[Path, ...] = ()  # PEM files
+    test_root: bool = False
+    collateral: str | None = None  # folder, file or base URL
+    certs: str | None = None  # folder or base URL
+    allowed_tcb: tuple[str, ...] = DEFAULT_ALLOWED_TCB
+    min_tcb: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class VerifierConfig:
     home: Home
     # nonces
@@ -62,8 +78,7 @@ class VerifierConfig:
     # trust anchors
     simulated_cas: tuple[Path, ...] = ()
     trust_home_ca: bool = True
-    accept_tsm: bool = True
-    accept_nvidia: bool = True
+    tee: Mapping[str, TeeTrustConfig] = field(default_factory=dict)
     external: tuple[ExternalService, ...] = ()
     # appraisal
     reference_values: Path | None = None
@@ -109,8 +124,13 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "result_ttl_s": ((int, float), "seconds an async result is kept (default 3600)"),
     "simulated_cas": ((list,), "PEM files of simulated platform CAs to trust"),
     "trust_home_ca": ((bool,), "also trust the simulated CA found in the home (default true)"),
-    "accept_tsm": ((bool,), "accept configfs-tsm (TDX/SEV-SNP) quotes (default true)"),
-    "accept_nvidia": ((bool,), "accept NVIDIA GPU evidence (default true)"),
+    "tee": ((dict,), "per TEE scheme (simulated, tdx, snp, nvidia), its trust: "
+                     "`tee.<kind>` = {roots? (PEM files), test_root? (true: the roots are a "
+                     "test root, only with roots), collateral? (folder, file or URL), certs? "
+                     "(folder or URL), allowed_tcb? (default [\"UpToDate\"]), min_tcb? "
+                     "({product: {component: int}}), cache_dir?}. A scheme without an entry "
+                     "refuses its quotes (hardware contraindicated); simulated is always "
+                     "configured, trusting the CAs above plus its roots"),
     "external": ((list,), "attestation services whose tokens are accepted: objects with "
                           "name, jwks (URL or file), issuer, audience?, algorithms?, leeway_s?, "
                           "jwks_ttl_s?, refetch_cooldown_s?"),
@@ -134,6 +154,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 _EXTERNAL_KEYS = {f.name for f in dataclasses.fields(ExternalService)}
+_TEE_KEYS = {f.name for f in dataclasses.fields(TeeTrustConfig)}
 
 
 def _path(base: Path, value: str) -> Path:
@@ -179,6 +200,59 @@ def _external(base: Path, items: list[Any]) -> tuple[ExternalService, ...]:
     return tuple(out)
 
 
+def _location(base: Path, value: str) -> str:
+    """A URL as is; a file or folder relative to the configuration's folder."""
+    return value if value.startswith(("http://", "https://")) else str(_path(base, value))
+
+
+def _tee(base: Path, doc: dict[str, Any]) -> dict[str, TeeTrustConfig]:
+    out: dict[str, TeeTrustConfig] = {}
+    for kind, item in doc.items():
+        where = f"tee.{kind}"
+        if kind not in known_kinds():
+            raise UsageError(f"{where}: unknown TEE scheme; known: {list(known_kinds())}")
+        if not isinstance(item, dict):
+            raise UsageError(f"{where}: expected an object")
+        unknown = sorted(set(item) - _TEE_KEYS)
+        if unknown:
+            raise UsageError(f"{where}: unknown key {unknown[0]!r}")
+        kwargs: dict[str, Any] = {}
+        roots = item.get("roots", [])
+        if not isinstance(roots, list) or not all(isinstance(r, str) and r for r in roots):
+            raise UsageError(f"{where}.roots: a list of PEM file paths")
+        kwargs["roots"] = tuple(_path(base, r) for r in roots)
+        test_root = item.get("test_root", False)
+        if not isinstance(test_root, bool):
+            raise UsageError(f"{where}.test_root: expected bool")
+        if test_root and not roots:
+            raise UsageError(f"{where}.test_root: only valid with roots")
+        kwargs["test_root"] = test_root
+        for key in ("collateral", "certs"):
+            if key in item:
+                if not isinstance(item[key], str) or not item[key]:
+                    raise UsageError(f"{where}.{key}: a folder, file or URL (text)")
+                kwargs[key] = _location(base, item[key])
+        if "allowed_tcb" in item:
+            allowed = item["allowed_tcb"]
+            if not isinstance(allowed, list) or not all(isinstance(a, str) and a for a in allowed):
+                raise UsageError(f"{where}.allowed_tcb: a list of TCB status names")
+            kwargs["allowed_tcb"] = tuple(allowed)
+        if "min_tcb" in item:
+            min_tcb = item["min_tcb"]
+            if not isinstance(min_tcb, dict) or not all(
+                    isinstance(parts, dict) and all(
+                        isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                        for v in parts.values()) for parts in min_tcb.values()):
+                raise UsageError(f"{where}.min_tcb: {{product: {{component: integer >= 0}}}}")
+            kwargs["min_tcb"] = {p: dict(parts) for p, parts in min_tcb.items()}
+        if "cache_dir" in item:
+            if not isinstance(item["cache_dir"], str) or not item["cache_dir"]:
+                raise UsageError(f"{where}.cache_dir: a folder path (text)")
+            kwargs["cache_dir"] = _path(base, item["cache_dir"])
+        out[kind] = TeeTrustConfig(**kwargs)
+    return out
+
+
 def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> VerifierConfig:
     """A configuration from a parsed JSON object (the `verifier` section when present)."""
     if not isinstance(doc, dict):
@@ -207,6 +281,8 @@ def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> Veri
         kwargs["simulated_cas"] = tuple(_path(base, c) for c in cas)
     if "external" in kwargs:
         kwargs["external"] = _external(base, kwargs["external"])
+    if "tee" in kwargs:
+        kwargs["tee"] = _tee(base, kwargs["tee"])
     for key in ("nonce_ttl_s", "result_ttl_s"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
@@ -247,7 +323,8 @@ def reference_text() -> str:
     lines = ["| key | type | meaning |", "| --- | --- | --- |"]
     for key, (types_, meaning) in KEYS.items():
         names = "number" if float in types_ else types_[0].__name__
-        names = {"str": "text", "bool": "boolean", "int": "integer", "list": "array"}.get(
+        names = {"str": "text", "bool": "boolean", "int": "integer", "list": "array",
+                 "dict": "object"}.get(
             names, names)
         lines.append(f"| `{key}` | {names} | {meaning} |")
     return "\n".join(lines)

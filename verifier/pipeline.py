@@ -1,11 +1,14 @@
 """The appraisal pipeline: Evidence in, a signed attestation result (EAR) out.
 
-Steps, each a small function that records a fact (failures are facts, not exceptions):
+Steps, declared once in `STEPS` (each owns its name, its fact defaults and its
+function; failures are facts, not exceptions). Adding a step means adding one entry
+there and its rule in the Rego policy:
 
     decode        parse the Evidence (JWT or COSE_Sign1 CWT, size-limited) and check that
                   its claims agree (record digest, output hash, measurements, request)
-    signature     the EAT signature verifies with the key in `cnf.jwk`
-    quote         the TEE quote chains to a configured trust anchor and its report data is
+    signature     the EAT signature verifies with the key in `cnf.jwk` (checked by decode)
+    quote         the TEE scheme the quote declares verifies it under that scheme's trust
+                  (`verifier.tee`), at the verifier clock's time, and its report data is
                   SHA-512(nonce || record digest || key thumbprint), recomputed here
     measurements  the quote's signed measurement registers equal the Evidence's
     nonce         consumed atomically (only once the Evidence is bound to a TEE: forged
@@ -26,11 +29,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bytereplay import ear, eat
 from bytereplay.ar4si import CLAIMS, VERIFIER_MALFUNCTION
@@ -44,6 +47,7 @@ from bytereplay.errors import (
     StoreUnavailable,
     TooLargeError,
 )
+from bytereplay.evidence import DecodedEvidence, decode_evidence
 from bytereplay.keys import SigningKey, load_or_create_key
 from bytereplay.preflight import PreflightReport, preflight
 from verifier import reference as reference_values
@@ -61,15 +65,23 @@ from verifier.replay import (
     not_run,
 )
 from verifier.results import Result, extensions, issue
-
-if TYPE_CHECKING:
-    from attester.evidence import DecodedEvidence
-    from attester.tee.base import QuoteTrust, QuoteVerification
+from verifier.tee.base import QuoteVerification, SchemeTrust, known_kinds, verify_quote
+from verifier.trust import home_ca_appeared, load_trust_sources, scheme_trusts
 
 log = logging.getLogger("bytereplay.verifier")
 
 OK = "ok"
 NOT_RUN_TEXT = "not run: an earlier check failed"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What one appraisal is given."""
+
+    data: bytes | str = b""
+    fmt: str | None = None
+    replay: bool = True
+    external_tokens: list[Any] | None = None
 
 
 @dataclass
@@ -78,25 +90,14 @@ class Appraisal:
 
     started: float = field(default_factory=time.perf_counter)
     checks: dict[str, str] = field(default_factory=dict)
-    facts: dict[str, Any] = field(default_factory=lambda: {
-        "evidence": {"decode": "not-run", "signature": "not-run", "quote": "not-run",
-                     "measurements": "not-run"},
-        "nonce": "not-run",
-        "challenge_window": "not-run",
-        "tee": None,
-        "reference": {"model": "not-configured", "container": "not-configured",
-                      "runtime": "not-configured"},
-        "preflight": {"complete": False, "missing": [], "missing_before_replay": []},
-        "request": "not-run",
-        "replay": {"verdict": NOT_RUN},
-        "external": {},
-    })
+    facts: dict[str, Any] = field(default_factory=lambda: default_facts())
     decoded: DecodedEvidence | None = None
     quote: QuoteVerification | None = None
     report: PreflightReport | None = None
     preflight: dict[str, Any] | None = None  # the report's summary, as the EAR carries it
     replay: ReplayOutcome | None = None
     replay_skip: str | None = None
+    inputs: Inputs = field(default_factory=Inputs)
 
     @property
     def evidence(self) -> dict[str, str]:
@@ -137,8 +138,6 @@ def unexpected(exc: Exception, where: str) -> str:
 
 
 def step_decode(a: Appraisal, data: bytes | str, fmt: str | None, max_bytes: int) -> None:
-    from attester.evidence import decode_evidence
-
     ev = a.evidence
     try:
         a.decoded = decode_evidence(data, fmt, max_bytes=max_bytes)
@@ -157,9 +156,7 @@ def step_decode(a: Appraisal, data: bytes | str, fmt: str | None, max_bytes: int
     a.checks["decode"] = a.checks["signature"] = OK
 
 
-def step_quote(a: Appraisal, trust: QuoteTrust) -> None:
-    from attester.tee.base import verify_quote
-
+def step_quote(a: Appraisal, trusts: Mapping[str, SchemeTrust], at: datetime) -> None:
     if a.decoded is None:
         a.checks["quote"] = NOT_RUN_TEXT
         return
@@ -169,7 +166,7 @@ def step_quote(a: Appraisal, trust: QuoteTrust) -> None:
     # has refused Evidence whose record digest claim is not the record's digest.
     expected = eat.report_data(d.nonce, d.record_digest, d.key_thumbprint_bytes)
     try:
-        a.quote = verify_quote(d.quote, trust, expected)
+        a.quote = verify_quote(d.quote, trusts, expected, at)
     except Exception as exc:  # QuoteError, or a verifier bug on hostile input
         ev["quote"] = "failed"
         a.checks["quote"] = f"failed: {unexpected(exc, 'the quote verifier')}"
@@ -179,16 +176,32 @@ def step_quote(a: Appraisal, trust: QuoteTrust) -> None:
     q = a.quote
     a.facts["tee"] = {"provider": q.provider, "simulated": bool(q.simulated),
                       "hardware": bool(q.hardware), "chain_ok": bool(q.chain_ok)}
-    # The registers the TEE signed (simulated) or declared (others) against the Evidence's.
-    signed = q.measurements if q.simulated else a.decoded.quote.get("software_measurements")
-    if signed is not None and signed != a.decoded.measurements:
-        differing = sorted(k for k in set(signed) | set(a.decoded.measurements)
-                           if signed.get(k) != a.decoded.measurements.get(k))
-        ev["measurements"] = "differs"
+
+
+def measurement_differences(quote: QuoteVerification, decoded: DecodedEvidence) -> list[str]:
+    """The registers where the quote and the Evidence's measurements disagree: those the
+    TEE signed (simulated) or, for the others, those the quote declares
+    (`software_measurements`, bound through the record digest); none when it declares
+    none."""
+    signed = quote.measurements if quote.simulated else decoded.quote.get("software_measurements")
+    mine = decoded.measurements
+    if signed is None or signed == mine:
+        return []
+    if not isinstance(signed, dict):
+        return ["software_measurements"]
+    return sorted(k for k in set(signed) | set(mine) if signed.get(k) != mine.get(k))
+
+
+def step_measurements(a: Appraisal) -> None:
+    if a.quote is None or a.decoded is None:
+        return  # the quote step said why
+    differing = measurement_differences(a.quote, a.decoded)
+    if differing:
+        a.evidence["measurements"] = "differs"
         a.checks["measurements"] = ("differs: the quote's registers disagree with the run "
                                     f"record at {', '.join(differing)}")
     else:
-        ev["measurements"] = OK
+        a.evidence["measurements"] = OK
         a.checks["measurements"] = OK
 
 
@@ -280,28 +293,59 @@ def step_replay(a: Appraisal, replayer: Replayer | None) -> None:
 
 
 @dataclass(frozen=True)
-class TrustSource:
-    origin: str  # "home" or "config"
-    path: str
-    pem: str
+class Step:
+    """One step: its name, the facts it owns with their values before it runs (merged
+    into `Appraisal.facts`; `evidence` members merge into that object), whether a
+    failed check of it skips the replay (`gates`: its check names), and its function."""
+
+    name: str
+    facts: Callable[[], dict[str, Any]]
+    run: Callable[[Verifier, Appraisal, Inputs], None]
+    gates: tuple[str, ...] = ()
 
 
-def load_trust_sources(config: VerifierConfig) -> list[TrustSource]:
-    from attester.tee.simulated import CA_FILE, load_ca_pem
+def _nonce(v: Verifier, a: Appraisal, _: Inputs) -> None:
+    step_nonce(a, v.store, v.config.nonce_mode, v.metrics)
 
-    sources: list[TrustSource] = []
-    for path in config.simulated_cas:
-        try:
-            pem = Path(path).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BytereplayError(f"cannot read simulated CA {path}: {exc}") from None
-        sources.append(TrustSource("config", str(path), pem))
-    if config.trust_home_ca:
-        pem_or_none = load_ca_pem(config.home.simulated_ca)
-        if pem_or_none is not None:
-            sources.append(TrustSource("home", str(config.home.simulated_ca / CA_FILE),
-                                       pem_or_none))
-    return sources
+
+STEPS: tuple[Step, ...] = (
+    Step("decode", lambda: {"evidence": {"decode": "not-run", "signature": "not-run"}},
+         lambda v, a, i: step_decode(a, i.data, i.fmt, v.config.max_evidence_bytes),
+         gates=("decode", "signature")),
+    Step("quote", lambda: {"evidence": {"quote": "not-run"}, "tee": None},
+         lambda v, a, i: step_quote(a, v.trust(), v.now()), gates=("quote",)),
+    Step("measurements", lambda: {"evidence": {"measurements": "not-run"}},
+         lambda v, a, i: step_measurements(a), gates=("measurements",)),
+    Step("nonce", lambda: {"nonce": "not-run", "challenge_window": "not-run"}, _nonce,
+         gates=("nonce",)),
+    Step("reference", lambda: {"reference": {"model": "not-configured",
+                                             "container": "not-configured",
+                                             "runtime": "not-configured"}},
+         lambda v, a, i: step_reference(a, v.references)),
+    Step("preflight", lambda: {"preflight": {"complete": False, "missing": [],
+                                             "missing_before_replay": []}},
+         lambda v, a, i: step_preflight(a)),
+    Step("external", lambda: {"external": {}},
+         lambda v, a, i: step_external(a, v.external, i.external_tokens)),
+    # Runs in `finish` (on a replay worker when asynchronous), after the steps above.
+    Step("replay", lambda: {"request": "not-run", "replay": {"verdict": NOT_RUN}},
+         lambda v, a, i: step_replay(a, v.replayer)),
+)
+BEFORE_REPLAY = tuple(s for s in STEPS if s.name != "replay")
+REPLAY = next(s for s in STEPS if s.name == "replay")
+GATES = tuple(name for s in STEPS for name in s.gates)
+
+
+def default_facts() -> dict[str, Any]:
+    """Every step's facts before it runs."""
+    facts: dict[str, Any] = {"evidence": {}}
+    for step in STEPS:
+        for key, value in step.facts().items():
+            if key == "evidence":
+                facts["evidence"].update(value)
+            else:
+                facts[key] = value
+    return facts
 
 
 class Verifier:
@@ -309,16 +353,18 @@ class Verifier:
 
     def __init__(self, config: VerifierConfig, *, store: Store | None = None,
                  metrics: Metrics | None = None,
-                 engine_factory: EngineFactory | None = None) -> None:
-        self.config = config
+                 engine_factory: EngineFactory | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config: VerifierConfig = config
+        self.clock = clock
         self.metrics = metrics or Metrics()
         self.key: SigningKey = load_or_create_key(config.home.verifier_key, config.key_alg)
         self.policy = AppraisalPolicy(config.policy, cache=config.policy_cache)
-        self.references = reference_values.load(config.reference_values)
-        self.external = ExternalVerifier(config.external)
+        self.references: reference_values.ReferenceValues = reference_values.load(config.reference_values)
+        self.external: ExternalVerifier = ExternalVerifier(config.external)
         self._trust_lock = threading.Lock()
         self.trust_sources = load_trust_sources(config)
-        self._trust = self._make_trust()
+        self._trusts = scheme_trusts(config, self.trust_sources)
         self.replayer: Replayer | None = None
         if config.replay:
             settings = ReplaySettings(config.model_dir, config.device, config.dtype,
@@ -338,26 +384,20 @@ class Verifier:
 
     # -- trust anchors ----------------------------------------------------------------
 
-    def _make_trust(self) -> QuoteTrust:
-        from attester.tee.base import QuoteTrust
+    def now(self) -> datetime:
+        """The verification time: the verifier clock's now."""
+        return datetime.fromtimestamp(self.clock(), UTC)
 
-        return QuoteTrust(simulated_cas=tuple(s.pem for s in self.trust_sources),
-                          accept_tsm=self.config.accept_tsm,
-                          accept_nvidia=self.config.accept_nvidia)
-
-    def trust(self) -> QuoteTrust:
-        """The quote trust anchors. The home's simulated CA is picked up when it appears
-        after start (an attester sharing the home creates it on its first start)."""
-        if self.config.trust_home_ca and not any(s.origin == "home" for s in self.trust_sources):
-            from attester.tee.simulated import CA_FILE
-
-            if (self.config.home.simulated_ca / CA_FILE).exists():
-                with self._trust_lock:
-                    self.trust_sources = load_trust_sources(self.config)
-                    self._trust = self._make_trust()
-                for line in self.trust_lines():
-                    log.info("%s", line)
-        return self._trust
+    def trust(self) -> Mapping[str, SchemeTrust]:
+        """Each configured scheme's trust. The home's simulated CA is picked up when it
+        appears after start (an attester sharing the home creates it on its first start)."""
+        if home_ca_appeared(self.config, self.trust_sources):
+            with self._trust_lock:
+                self.trust_sources = load_trust_sources(self.config)
+                self._trusts = scheme_trusts(self.config, self.trust_sources)
+            for line in self.trust_lines():
+                log.info("%s", line)
+        return self._trusts
 
     def trust_lines(self) -> list[str]:
         origin = {"home": "found in the home", "config": "configured"}
@@ -389,14 +429,12 @@ class Verifier:
               external_tokens: list[Any] | None = None) -> Appraisal:
         """Every step up to replay. Raises only `TooLargeError` and `StoreUnavailable`."""
         a = Appraisal()
-        step_decode(a, data, fmt, self.config.max_evidence_bytes)
-        step_quote(a, self.trust())
-        step_nonce(a, self.store, self.config.nonce_mode, self.metrics)
-        step_reference(a, self.references)
-        step_preflight(a)
-        step_external(a, self.external, external_tokens)
+        inputs = Inputs(data, fmt, replay, external_tokens)
+        a.inputs = inputs
+        for step in BEFORE_REPLAY:
+            step.run(self, a, inputs)
         if a.failed:
-            failed = [k for k in ("decode", "signature", "quote", "measurements", "nonce")
+            failed = [k for k in GATES
                       if a.checks.get(k, OK) != OK and not a.checks[k].startswith("not ")]
             a.replay_skip = f"an earlier check failed ({', '.join(failed) or 'nonce'})"
         elif not self.config.replay:
@@ -410,7 +448,7 @@ class Verifier:
 
     def finish(self, a: Appraisal) -> Result:
         """Replay (when it is due; on the calling thread), policy, EAR."""
-        step_replay(a, self.replayer)
+        REPLAY.run(self, a, a.inputs)
         try:
             verdict = self.policy.evaluate(a.facts)
             vector, reasons = dict(verdict.vector), verdict.reasons
@@ -477,6 +515,7 @@ class Verifier:
         from bytereplay import __version__
 
         cfg = self.config
+        trusts = self.trust()
         return {
             "verifier": f"bytereplay {__version__}",
             "ear": {"profile": ear.PROFILES[cfg.naming], "naming": cfg.naming,
@@ -485,7 +524,9 @@ class Verifier:
                                  "cached": self.policy.cached},
             "trust": {
                 "simulated_cas": [{"origin": s.origin, "path": s.path} for s in self.trust_sources],
-                "accept_tsm": cfg.accept_tsm, "accept_nvidia": cfg.accept_nvidia,
+                "schemes": {kind: {"configured": kind in trusts and trusts[kind].configured,
+                                   "test_root": kind in trusts and trusts[kind].test_root}
+                            for kind in known_kinds()},
                 "notes": self.trust_lines(),
             },
             "external": [{"name": s.name, "issuer": s.issuer, "jwks": s.jwks,

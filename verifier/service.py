@@ -16,7 +16,7 @@
     GET  /metrics                Prometheus text
     GET  /openapi.json, /docs    the API description and a page rendering it (no CDN)
 
-One log line per request (`attester.access_log`), with the EAR status and the replay
+One log line per request (`bytereplay.web.access_log`), with the EAR status and the replay
 verdict for /v1/verify; `bytereplay serve verifier --log-format json` for JSON lines.
 
 Evidence that fails a check yields a negative EAR (HTTP 200), never a 5xx. Requests
@@ -40,10 +40,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from attester.access_log import AccessLog, configure_logging, note
-from attester.apidocs import ServiceApp, json_answer, json_body, problems
-from attester.http import BodyLimit, install_problem_handlers, read_json_body
-from attester.serving import bind, serve, url_of
 from bytereplay.eat import MEDIA_CWT, MEDIA_JWT, NONCE_MAX, NONCE_MIN
 from bytereplay.errors import (
     BytereplayError,
@@ -54,6 +50,10 @@ from bytereplay.errors import (
     UsageError,
 )
 from bytereplay.home import Home
+from bytereplay.web.access_log import AccessLog, configure_logging, note
+from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
+from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
+from bytereplay.web.serving import bind, serve, url_of
 from verifier import apidocs as doc
 from verifier import config as config_mod
 from verifier.config import VerifierConfig

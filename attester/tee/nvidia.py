@@ -6,12 +6,7 @@ returns an SPDM GET_MEASUREMENTS exchange signed by the GPU's attestation key, w
 certificate chain. The SPDM nonce is 32 bytes, the report data 64, so the GPU nonce
 is SHA-256(report_data).
 
-What `verify` checks, honestly: the report starts with an SPDM GET_MEASUREMENTS
-request (code 0xE0) whose nonce (bytes 4..36) equals SHA-256(expected report data).
-The SPDM signature, the device certificate chain to NVIDIA's root, the OCSP status
-and the reference integrity manifests (RIMs) are NOT checked here: `hardware=False`
-with the reason "collateral verification not configured". Hand the report to NVIDIA's
-verifier (nvTrust local verifier or NRAS) for that.
+Capture only; the verifier's side is `verifier.tee.nvidia`.
 
 On a machine without such a GPU, constructing the provider raises
 `ProviderUnavailable("NVIDIA confidential-computing GPU not available: ...")`, never
@@ -24,21 +19,11 @@ import contextlib
 import hashlib
 from typing import Any
 
-from attester.tee.base import (
-    REASON_NO_COLLATERAL,
-    QuoteTrust,
-    QuoteVerification,
-    field_b64,
-    require_report_data,
-    same_bytes,
-)
+from attester.tee.base import require_report_data
 from bytereplay.encoding import b64url_encode
-from bytereplay.errors import ProviderUnavailable, QuoteError
+from bytereplay.errors import ProviderUnavailable
 
 NAME = "nvidia"
-SPDM_GET_MEASUREMENTS = 0xE0
-NONCE_AT = slice(4, 36)
-MAX_REPORT = 1 << 16
 PREFIX = "NVIDIA confidential-computing GPU not available"
 
 
@@ -114,25 +99,3 @@ class NvidiaProvider:
             "cert_chain": b64url_encode(chain),
             "software_measurements": dict(measurements),
         }
-
-
-def verify(quote: dict[str, Any], trust: QuoteTrust, expected_report_data: bytes) -> QuoteVerification:
-    del trust  # NVIDIA collateral (RIMs, OCSP, device root) is not configurable yet
-    expected = gpu_nonce(expected_report_data)
-    report = field_b64(quote, "attestation_report")
-    if len(report) > MAX_REPORT or len(report) < NONCE_AT.stop + 1:
-        raise QuoteError("the NVIDIA attestation report has an impossible length")
-    if report[1] != SPDM_GET_MEASUREMENTS:
-        raise QuoteError("the NVIDIA attestation report does not start with an SPDM "
-                         "GET_MEASUREMENTS request")
-    if not same_bytes(report[NONCE_AT], expected) or not same_bytes(
-            field_b64(quote, "gpu_nonce"), expected):
-        raise QuoteError("the GPU nonce does not match SHA-256 of the expected report data: "
-                         "the GPU evidence is not bound to this evidence")
-    return QuoteVerification(
-        provider=NAME, simulated=False, hardware=False, measurements={},
-        report_data=expected_report_data, chain_ok=False,
-        reasons=(f"{REASON_NO_COLLATERAL}: the SPDM signature, the GPU certificate chain to "
-                 "NVIDIA's root, OCSP and RIMs were NOT checked",
-                 "the SPDM request nonce binds nonce, run record digest and evidence key"),
-    )

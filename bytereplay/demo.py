@@ -30,6 +30,7 @@ import requests
 
 from bytereplay.claims import INCONCLUSIVE, MATCH
 from bytereplay.ear import PREFLIGHT, SUBMOD, peek
+from bytereplay.evidence import decode_evidence
 from bytereplay.home import Home
 from bytereplay.preflight import preflight
 
@@ -139,7 +140,6 @@ def _infer_body(challenge: dict[str, Any]) -> dict[str, Any]:
 def run_demo(home: Home) -> bool:
     from attester.config import AttesterConfig
     from attester.engine import Engine, EngineSettings
-    from attester.evidence import decode_evidence
     from attester.service import Attester, parse_infer_body
     from attester.service import create_app as attester_app
     from relying_party import evaluate

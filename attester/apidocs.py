@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from bytereplay import request as rq
 from bytereplay.web.apidocs import Schema
 
 # -- the attester's bodies --------------------------------------------------------------
 
 def attester_schemas(max_input_chars: int, max_new_tokens: int) -> dict[str, Schema]:
     """Request and answer schemas of the attester's routes, with this config's limits."""
-    from attester import service as s  # at call time: attester.service imports this module
     from attester.evidence import FORMATS
 
     window: Schema = {
@@ -24,15 +24,15 @@ def attester_schemas(max_input_chars: int, max_new_tokens: int) -> dict[str, Sch
         "description": "decode policy; every member optional",
         "properties": {
             "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": max_new_tokens,
-                               "default": min(s.DEFAULT_MAX_NEW_TOKENS, max_new_tokens)},
+                               "default": min(rq.DEFAULT_MAX_NEW_TOKENS, max_new_tokens)},
             "temperature": {"type": "number", "minimum": 0, "maximum": 100, "default": 0,
                             "description": "0 = greedy"},
-            "top_k": {"type": "integer", "minimum": 0, "maximum": s.MAX_TOP_K, "default": 0},
+            "top_k": {"type": "integer", "minimum": 0, "maximum": rq.MAX_TOP_K, "default": 0},
             "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1},
-            "seed": {"type": "integer", "minimum": 0, "maximum": s.MAX_SEED, "default": 0},
-            "stop": {"type": "array", "maxItems": s.MAX_STOP_SEQUENCES, "default": [],
+            "seed": {"type": "integer", "minimum": 0, "maximum": rq.MAX_SEED, "default": 0},
+            "stop": {"type": "array", "maxItems": rq.MAX_STOP_SEQUENCES, "default": [],
                      "items": {"type": "string", "minLength": 1,
-                               "maxLength": s.MAX_STOP_CHARS}},
+                               "maxLength": rq.MAX_STOP_CHARS}},
             "eos": {"type": "boolean", "default": True, "description": "stop at end-of-sequence"},
         },
     }
@@ -42,8 +42,8 @@ def attester_schemas(max_input_chars: int, max_new_tokens: int) -> dict[str, Sch
         "properties": {
             "input": {"type": "string", "maxLength": max_input_chars,
                       "description": "the user input"},
-            "template": {"type": "string", "maxLength": s.MAX_TEMPLATE_CHARS,
-                         "default": s.DEFAULT_TEMPLATE,
+            "template": {"type": "string", "maxLength": rq.MAX_TEMPLATE_CHARS,
+                         "default": rq.DEFAULT_TEMPLATE,
                          "description": "prompt template; `{input}` marks where the input goes"},
             "decode": decode,
             "nonce": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$",

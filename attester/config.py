@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bytereplay.encoding import OCI_DIGEST_RE
+from bytereplay.encoding import OCI_DIGEST_RE, is_int
 from bytereplay.errors import UsageError
 from bytereplay.home import Home
 from bytereplay.keys import SIGNING_ALGS
@@ -87,10 +87,6 @@ class AttesterConfig:
         return Path(self.model_dir).expanduser() if self.model_dir else None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _validate(c: AttesterConfig) -> None:
     def text(name: str, value: Any, optional: bool = True) -> None:
         if value is None and optional:
@@ -99,7 +95,7 @@ def _validate(c: AttesterConfig) -> None:
             raise UsageError(f"{name}: expected non-empty text")
 
     def bounded(name: str, value: Any, lo: int, hi: int) -> None:
-        if not _is_int(value) or not lo <= value <= hi:
+        if not is_int(value) or not lo <= value <= hi:
             raise UsageError(f"{name}: expected an integer in {lo}..{hi}")
 
     def choice(name: str, value: Any, options: tuple[str, ...]) -> None:

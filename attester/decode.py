@@ -17,24 +17,15 @@ Every step is explicit, so nothing depends on `model.generate`:
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bytereplay.errors import BytereplayError, UsageError
+from bytereplay.request import check_decode
 
 if TYPE_CHECKING:
     import torch
-
-MAX_NEW_TOKENS = 4096
-MAX_TEMPERATURE = 100.0
-MAX_TOP_K = 1 << 20
-MAX_SEED = (1 << 53) - 1  # the record is JSON: integers stay exact up to 2**53
-MAX_STOP_SEQUENCES = 16
-MAX_STOP_CHARS = 256
-
 
 class RequestError(UsageError, ValueError):
     """A request the engine refuses (bad decode policy, input, template, ...)."""
@@ -68,46 +59,22 @@ class DecodePolicy:
         return self.temperature == 0
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def validate_policy(policy: object) -> DecodePolicy:
-    """Check every field; returns the policy with `stop` as a tuple."""
+    """Check every field (`bytereplay.request.check_decode`, the one rule set); returns
+    the policy with `stop` as a tuple."""
     if not isinstance(policy, DecodePolicy):
         raise RequestError("decode policy must be a DecodePolicy")
-    p = policy
-    if not _is_int(p.max_new_tokens) or not 1 <= p.max_new_tokens <= MAX_NEW_TOKENS:
-        raise RequestError(f"max_new_tokens must be an integer in 1..{MAX_NEW_TOKENS}")
-    if not _is_number(p.temperature) or not 0 <= p.temperature <= MAX_TEMPERATURE:
-        raise RequestError(f"temperature must be a number in 0..{MAX_TEMPERATURE:g} (0 = greedy)")
-    if not _is_int(p.top_k) or not 0 <= p.top_k <= MAX_TOP_K:
-        raise RequestError(f"top_k must be an integer in 0..{MAX_TOP_K} (0 = off)")
-    if not _is_number(p.top_p) or not 0 < p.top_p <= 1:
-        raise RequestError("top_p must be a number in (0, 1]")
-    if not _is_int(p.seed) or not 0 <= p.seed <= MAX_SEED:
-        raise RequestError(f"seed must be an integer in 0..{MAX_SEED}")
-    if not isinstance(p.eos, bool):
-        raise RequestError("eos must be true or false")
-    stop = p.stop
-    if isinstance(stop, str) or not isinstance(stop, (tuple, list)):
-        raise RequestError("stop must be a list of strings")
-    if len(stop) > MAX_STOP_SEQUENCES:
-        raise RequestError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
-    for s in stop:
-        if not isinstance(s, str) or not 1 <= len(s) <= MAX_STOP_CHARS:
-            raise RequestError(f"each stop sequence is a string of 1..{MAX_STOP_CHARS} characters")
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RequestError("stop sequences must be valid Unicode text") from None
-    if isinstance(stop, list):
-        p = dataclasses.replace(p, stop=tuple(stop))
-    return p
+    fields = {"max_new_tokens": policy.max_new_tokens, "temperature": policy.temperature,
+              "top_k": policy.top_k, "top_p": policy.top_p, "seed": policy.seed,
+              "stop": policy.stop, "eos": policy.eos}
+    try:
+        check_decode(fields)
+    except UsageError as exc:
+        raise RequestError(exc.detail) from None
+    if isinstance(policy.stop, list):
+        return DecodePolicy(policy.max_new_tokens, policy.temperature, policy.top_k,
+                            policy.top_p, policy.seed, tuple(policy.stop), policy.eos)
+    return policy
 
 
 def make_generator(seed: int) -> torch.Generator:

@@ -36,6 +36,7 @@ from bytereplay import __version__
 from bytereplay.encoding import OCI_DIGEST_RE, sha256_tag
 from bytereplay.errors import BytereplayError, UsageError
 from bytereplay.record import RunRecord
+from bytereplay.request import DEFAULT_TEMPLATE, INPUT_MARK, MAX_TEMPLATE_CHARS
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -52,11 +53,8 @@ __all__ = [
     "model_id_for",
 ]
 
-DEFAULT_TEMPLATE = "{input}"
-INPUT_MARK = "{input}"
 DTYPES = ("float32", "bfloat16", "float16")
 MAX_INPUT_CHARS = 1 << 18
-MAX_TEMPLATE_CHARS = 1 << 16
 MAX_THREADS = 1024
 MAX_LABEL_CHARS = 4096
 

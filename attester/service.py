@@ -39,10 +39,18 @@ from attester.evidence import (
 from attester.tee import QuoteProvider, make_provider
 from bytereplay import __version__, eat
 from bytereplay.errors import BusyError, BytereplayError, MediaTypeError, NotReadyError, UsageError
-from bytereplay.evidence import DECODE_KEYS, FORMATS, evidence_text
+from bytereplay.evidence import FORMATS, evidence_text
 from bytereplay.home import Home
 from bytereplay.keys import SigningKey, load_or_create_key
 from bytereplay.record import RunRecord
+from bytereplay.request import (
+    DECODE_KEYS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_TEMPLATE,
+    INPUT_MARK,
+    MAX_TEMPLATE_CHARS,
+    check_decode,
+)
 from bytereplay.web.access_log import AccessLog, configure_logging
 from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
@@ -53,13 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bytereplay.attester")
 
-DEFAULT_TEMPLATE = "{input}"  # = attester.engine.DEFAULT_TEMPLATE (not imported: no torch here)
-INPUT_MARK = "{input}"
-DEFAULT_MAX_NEW_TOKENS = 32
-MAX_TEMPLATE_CHARS = 1 << 16
-MAX_SEED = (1 << 53) - 1
-MAX_TOP_K = 1 << 20
-MAX_STOP_SEQUENCES, MAX_STOP_CHARS = 16, 256
 BODY_KEYS = ("input", "template", "decode", "nonce", "challenge_window", "format")
 
 
@@ -81,21 +82,9 @@ class AttestRequest:
     format: str
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _int(name: str, v: Any, lo: int, hi: int) -> int:
-    if not _is_int(v) or not lo <= v <= hi:
-        raise UsageError(f"{name}: expected an integer in {lo}..{hi}")
-    return int(v)
-
-
 def _parse_decode(value: Any, config: AttesterConfig) -> dict[str, Any]:
+    """The body's decode policy with its defaults, checked by the one rule set
+    (`bytereplay.request.check_decode`) within this attester's token limit."""
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -104,32 +93,9 @@ def _parse_decode(value: Any, config: AttesterConfig) -> dict[str, Any]:
     if unknown:
         raise UsageError(f"decode.{unknown[0]}: unknown field; known: {', '.join(DECODE_KEYS)}")
     limit = config.max_new_tokens
-    out: dict[str, Any] = {
-        "max_new_tokens": _int("decode.max_new_tokens",
-                               value.get("max_new_tokens", min(DEFAULT_MAX_NEW_TOKENS, limit)),
-                               1, limit),
-        "top_k": _int("decode.top_k", value.get("top_k", 0), 0, MAX_TOP_K),
-        "seed": _int("decode.seed", value.get("seed", 0), 0, MAX_SEED),
-    }
-    temperature = value.get("temperature", 0.0)
-    if not _is_number(temperature) or not 0 <= temperature <= 100:
-        raise UsageError("decode.temperature: expected a number in 0..100 (0 = greedy)")
-    top_p = value.get("top_p", 1.0)
-    if not _is_number(top_p) or not 0 < top_p <= 1:
-        raise UsageError("decode.top_p: expected a number in (0, 1]")
-    out["temperature"], out["top_p"] = float(temperature), float(top_p)
-    stop = value.get("stop", [])
-    if not isinstance(stop, list) or len(stop) > MAX_STOP_SEQUENCES:
-        raise UsageError(f"decode.stop: expected a list of at most {MAX_STOP_SEQUENCES} strings")
-    for i, s in enumerate(stop):
-        if not isinstance(s, str) or not 1 <= len(s) <= MAX_STOP_CHARS:
-            raise UsageError(f"decode.stop[{i}]: expected a string of 1..{MAX_STOP_CHARS} characters")
-    out["stop"] = list(stop)
-    eos = value.get("eos", True)
-    if not isinstance(eos, bool):
-        raise UsageError("decode.eos: expected true or false")
-    out["eos"] = eos
-    return out
+    defaults = {"max_new_tokens": min(DEFAULT_MAX_NEW_TOKENS, limit), "temperature": 0.0,
+                "top_k": 0, "top_p": 1.0, "seed": 0, "stop": [], "eos": True}
+    return check_decode({**defaults, **value}, prefix="decode.", max_new_tokens=limit)
 
 
 def _parse_window(value: Any) -> tuple[str, str] | None:

@@ -69,6 +69,7 @@ from bytereplay.keys import (
     thumbprint_bytes,
 )
 from bytereplay.record import RunRecord
+from bytereplay.request import DECODE_KEYS
 
 FORMATS = ("jwt", "cwt")
 JWT_TYP = "eat+jwt"
@@ -83,7 +84,6 @@ CLAIMS = (eat.EAT_NONCE, eat.EAT_PROFILE, eat.IAT, eat.CNF, eat.MEASUREMENTS, ea
           eat.RECORD_DIGEST, eat.OUTPUT_HASH, eat.REQUEST, eat.QUOTE)
 MEASUREMENT_KEYS = ("model_digest", "container_digest", "runtime")
 REQUEST_KEYS = ("input", "template", "decode")
-DECODE_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "eos")
 UNKNOWN = "unknown"
 _LABEL_NAMES = {v: k for k, v in eat.CWT_LABELS.items()}
 

@@ -33,6 +33,7 @@ from bytereplay.encoding import (
     strict_json_loads,
 )
 from bytereplay.errors import BytereplayError, RecordError
+from bytereplay.request import MAX_TEMPERATURE, temperature_ok, top_p_ok
 
 SCHEMA = "deterministic_run_preflight.v1"
 MAX_RECORD_BYTES = 1 << 20
@@ -75,12 +76,12 @@ def _token_ids(path: str, value: tuple[int, ...]) -> None:
 
 
 def _temperature(path: str, value: float) -> None:
-    if not 0.0 <= value <= 100.0:
-        raise RecordError(path, "must be in 0..100")
+    if not temperature_ok(value):
+        raise RecordError(path, f"must be in 0..{MAX_TEMPERATURE:g}")
 
 
 def _top_p(path: str, value: float) -> None:
-    if not 0.0 < value <= 1.0:
+    if not top_p_ok(value):
         raise RecordError(path, "must be in (0, 1]")
 
 

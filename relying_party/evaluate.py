@@ -54,9 +54,9 @@ KeySource = KeySet | Mapping[str, Any] | Path | str
 INPUT_VERSION = 1
 ACCEPTED_TYP = (None, "JWT", "ear+jwt", "application/ear+jwt")
 MAX_TEXT = 1024  # longest string handed to a policy; longer text is cut
-# pyjwt checks iat/nbf/exp against the wall clock; evaluate checks them against `now`
-# with the policy's window instead, so pyjwt's own time checks are neutralised here.
-_NO_PYJWT_TIME_CHECK = 1e10
+# `verify_jwt` checks iat/nbf/exp against the wall clock with a leeway; evaluate checks
+# them against `now` with the policy's window instead, so that check is made moot here.
+_NO_WALL_CLOCK_CHECK = 1e10
 # Text that goes into the policy input is made safe for rego-cpp, which returns strings
 # without JSON escaping: no double quotes, backslashes or control characters.
 _SAFE = str.maketrans({'"': "'", "\\": "/", "\x7f": " ", "\u2028": " ", "\u2029": " ",
@@ -418,7 +418,7 @@ def evaluate(
         # caches, and refetches once (with its cooldown) on an unknown kid.
         claims = verify_jwt(token, keys.key_for(kid if isinstance(kid, str) else None),
                             algorithms=SIGNING_ALGS, require=("iat",),
-                            max_bytes=MAX_EAR_BYTES, leeway=_NO_PYJWT_TIME_CHECK)
+                            max_bytes=MAX_EAR_BYTES, leeway=_NO_WALL_CLOCK_CHECK)
         checks["signature"] = _fact(True, f"verified with verifier key {kid}")
     except BytereplayError as exc:
         checks["signature"] = _fact(False, exc.detail)

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bytereplay.eat import EXTERNAL_TOKENS as EXTERNAL_TOKENS  # named once, in eat
+from bytereplay.eat import MAX_EXTERNAL_TOKENS
 from bytereplay.errors import BytereplayError, SignatureError
 from bytereplay.jose import parse_unverified
 from bytereplay.jwks import KeySet
 from verifier.config import ExternalService
 
-MAX_EXTERNAL_TOKENS = 8
 OK, FAILED, UNKNOWN_ISSUER = "ok", "failed", "unknown-issuer"
 
 

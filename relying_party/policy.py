@@ -31,11 +31,11 @@ from typing import Any
 
 from bytereplay.encoding import sha256_tag
 from bytereplay.errors import PolicyError
-from bytereplay.rego import InputMemo, is_pure, load_regopy
+from bytereplay.rego import RegoModule
 from bytereplay.resources import POLICY_DIRS, policies_dir
 from relying_party.decision import PolicyRef
 
-regopy = load_regopy()
+Decision = tuple[bool, tuple[str, ...], tuple[str, ...]]
 
 SHIPPED: tuple[str, ...] = ("default", "strict", "dev")
 DEFAULT_MAX_AGE = 300
@@ -44,8 +44,6 @@ MAX_POLICY_BYTES = 1 << 20
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$",
                          re.MULTILINE)
-_ERROR_RE = re.compile(r"\(error (\d+):")
-_ERRMSG_RE = re.compile(r"\(errormsg (\d+):")
 
 
 MEMO_SIZE = 1024
@@ -53,7 +51,8 @@ MEMO_SIZE = 1024
 
 @dataclass
 class Policy:
-    """A compiled policy. Safe to share between threads (queries are serialised).
+    """A compiled policy (`bytereplay.rego.RegoModule`). Safe to share between threads
+    (queries are serialised).
 
     Decisions are memoised by the canonical JSON of the input document (an LRU of
     `MEMO_SIZE`), which holds no per-result values (no times, hashes or nonces), so a
@@ -68,46 +67,24 @@ class Policy:
     package: str
     max_age_seconds: int
     leeway_seconds: int
-    _bundle: Any = field(repr=False)
-    _interp: Any = field(repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _module: RegoModule[Decision] = field(repr=False)
     memoised: bool = True
-    _memo: InputMemo[tuple[bool, tuple[str, ...], tuple[str, ...]]] = field(
-        default_factory=lambda: InputMemo(MEMO_SIZE), repr=False)
+
+    @property
+    def _memo(self) -> RegoModule[Decision]:
+        """What is remembered (`len` of it): the module's memo."""
+        return self._module
 
     @property
     def ref(self) -> PolicyRef:
         return PolicyRef(name=self.name, digest=self.digest, path=self.path)
 
-    def decide(self, document: dict[str, Any]) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    def decide(self, document: dict[str, Any]) -> Decision:
         """Run the policy on an input document: (allow, deny reasons, notes)."""
-        if not self.memoised:
-            return self._decide(document)
-        return self._memo.get_or_compute(document, lambda: self._decide(document))
-
-    def _decide(self, document: dict[str, Any]) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
-        with self._lock:
-            self._interp.set_input(regopy.Input(document))
-            try:
-                out = self._interp.query_bundle(self._bundle)
-            except regopy.RegoError as exc:
-                raise PolicyError(f"{self.path}: evaluation failed: {_error_text(exc)}") from None
-            except ValueError as exc:
-                # rego-cpp returns strings without JSON escaping; the input is made safe
-                # for that, so only text the policy itself builds can end up here.
-                raise PolicyError(
-                    f"{self.path}: the decision is not valid JSON ({exc}); a string built by "
-                    "the policy holds a quote or backslash (rego-cpp quotes computed strings "
-                    "formatted with sprintf %s: build them with concat)"
-                ) from None
-            if not out.ok():
-                raise PolicyError(f"{self.path}: evaluation failed: {out}")
-            results = out.results
-        value = results[0].bindings.get("decision") if results else None
-        return _check_decision(self.path, value)
+        return self._module.evaluate(document, remember=self.memoised)
 
 
-def _check_decision(path: str, value: Any) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+def _check_decision(path: str, value: Any) -> Decision:
     if not isinstance(value, dict):
         raise PolicyError(f"{path}: `decision` is undefined or not an object")
     allow, reasons, notes = value.get("allow"), value.get("reasons"), value.get("notes", [])
@@ -123,31 +100,6 @@ def _check_decision(path: str, value: Any) -> tuple[bool, tuple[str, ...], tuple
             "allow must be count(deny_reasons) == 0"
         )
     return allow, tuple(reasons), tuple(notes)
-
-
-def _error_text(exc: BaseException) -> str:
-    text = str(exc)
-    m = _ERRMSG_RE.search(text)
-    if m:
-        n = int(m.group(1))
-        return text[m.end():m.end() + n]
-    return " ".join(text.split())[:300]
-
-
-def _located(path: str, source: bytes, exc: BaseException) -> PolicyError:
-    """A PolicyError naming `file:line: message` from a rego-cpp error sequence."""
-    text = str(exc)
-    msg = _error_text(exc)
-    m = _ERROR_RE.search(text)
-    line = None
-    if m:
-        n = int(m.group(1))
-        rest = text[m.end() + n:].split("|")
-        if len(rest) >= 2 and rest[1].isdigit():
-            offset = int(rest[1])  # a byte offset into the module's UTF-8 text
-            line = source[:offset].count(b"\n") + 1
-    where = f"{path}:{line}" if line is not None else path
-    return PolicyError(f"{where}: {msg}")
 
 
 def shipped_dir() -> Path:
@@ -191,17 +143,12 @@ _UNVERIFIED_PROBE: dict[str, Any] = {
 }
 
 
-def _param(interp: Any, path: str, package: str, name: str, default: int) -> int:
-    try:
-        out = interp.query(f"x = data.{package}.{name}")
-    except regopy.RegoError as exc:
-        raise PolicyError(f"{path}: cannot read {name}: {_error_text(exc)}") from None
-    results = out.results if out.ok() else []
-    if not results or "x" not in results[0].bindings:
+def _param(module: RegoModule[Decision], package: str, name: str, default: int) -> int:
+    value = module.query(f"data.{package}.{name}")
+    if value is None:
         return default
-    value = results[0].bindings["x"]
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10 ** 8:
-        raise PolicyError(f"{path}: {name} must be a non-negative integer, not {value!r}")
+        raise PolicyError(f"{module.path}: {name} must be a non-negative integer, not {value!r}")
     return value
 
 
@@ -219,20 +166,14 @@ def compile_policy(name: str, path: Path, source: bytes) -> Policy:
     if not m:
         raise PolicyError(f"{shown}:1: policy declares no package")
     package = m.group(1)
-    interp = regopy.Interpreter()
-    interp.log_level = regopy.LogLevel.NONE  # errors come back as exceptions, not printed
-    try:
-        interp.add_module(shown, text)
-        bundle = interp.build(f"decision = data.{package}.decision", [])
-    except regopy.RegoError as exc:
-        raise _located(shown, source, exc) from None
-    if not bundle.ok():
-        raise PolicyError(f"{shown}: policy did not compile")
+    module: RegoModule[Decision] = RegoModule(
+        shown, text, f"data.{package}.decision", lambda value: _check_decision(shown, value),
+        var="decision", memo_size=MEMO_SIZE)
     policy = Policy(
         name=name, path=shown, text=text, digest=sha256_tag(source), package=package,
-        max_age_seconds=_param(interp, shown, package, "max_age_seconds", DEFAULT_MAX_AGE),
-        leeway_seconds=_param(interp, shown, package, "leeway_seconds", DEFAULT_LEEWAY),
-        _bundle=bundle, _interp=interp, memoised=is_pure(text),
+        max_age_seconds=_param(module, package, "max_age_seconds", DEFAULT_MAX_AGE),
+        leeway_seconds=_param(module, package, "leeway_seconds", DEFAULT_LEEWAY),
+        _module=module, memoised=module.memoised,
     )
     allow, _, _ = policy.decide(_UNVERIFIED_PROBE)
     if allow:

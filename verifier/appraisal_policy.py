@@ -21,18 +21,16 @@ turns into a verifier-malfunction result (every claim 1: no claim can be made).
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bytereplay.ar4si import CLAIMS
 from bytereplay.errors import PolicyError, UsageError
-from bytereplay.rego import InputMemo, is_pure, load_regopy
+from bytereplay.rego import RegoModule
 
 PACKAGE = "bytereplay.appraisal"
-QUERY = f"x = data.{PACKAGE}.result"
+RULE = f"data.{PACKAGE}.result"
 MAX_POLICY_BYTES = 1 << 20
 CACHE_SIZE = 4096
 
@@ -44,11 +42,10 @@ class PolicyResult:
 
 
 class AppraisalPolicy:
-    """A compiled appraisal policy. Thread-safe (evaluations are serialised: ~0.1 ms each)."""
+    """A compiled appraisal policy (`bytereplay.rego.RegoModule`). Thread-safe
+    (evaluations are serialised: ~0.1 ms each)."""
 
     def __init__(self, path: Path, *, cache: bool = True) -> None:
-        regopy = load_regopy()
-
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -64,46 +61,30 @@ class AppraisalPolicy:
         self.path = Path(path)
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.policy_id = f"policy:bytereplay/appraisal@sha-256:{self.sha256}"
-        self._lock = threading.Lock()
         try:
-            compiler = regopy.Interpreter()
-            compiler.add_module(self.path.name, source)
-            self._bundle = compiler.build(QUERY)
-        except Exception as exc:  # regopy raises its own error types
-            raise UsageError(f"appraisal policy {path} does not compile: {exc}") from None
-        if not self._bundle.ok():
-            raise UsageError(f"appraisal policy {path} does not compile")
-        self._interp = regopy.Interpreter()
-        self._input = regopy.Input
-        self.cached = cache and is_pure(source)
-        self._memo: InputMemo[PolicyResult] = InputMemo(CACHE_SIZE)
-        self.evaluations = 0
+            self._module = RegoModule(self.path.name, source, RULE, parse_result,
+                                      memo_size=CACHE_SIZE, memoise=cache)
+        except PolicyError as exc:
+            raise UsageError(f"appraisal policy {path} does not compile: {exc.detail}") from None
+        self.cached = self._module.memoised
+
+    @property
+    def evaluations(self) -> int:
+        return self._module.evaluations
 
     def evaluate(self, facts: dict[str, Any]) -> PolicyResult:
-        if not self.cached:
-            return self._evaluate(facts)
-        return self._memo.get_or_compute(facts, lambda: self._evaluate(facts))
-
-    def _evaluate(self, facts: dict[str, Any]) -> PolicyResult:
         try:
-            with self._lock:
-                self.evaluations += 1
-                self._interp.set_input(self._input(facts))
-                output = self._interp.query_bundle(self._bundle)
-                text = str(output) if output.ok() else None
-        except Exception as exc:
-            raise PolicyError(f"appraisal policy failed: {exc}") from None
-        if text is None:
-            raise PolicyError("appraisal policy failed to evaluate")
-        return parse_output(text)
+            return self._module.evaluate(facts)
+        except PolicyError as exc:
+            if exc.detail.startswith("appraisal policy"):
+                raise
+            raise PolicyError(f"appraisal policy failed: {exc.detail}") from None
 
 
-def parse_output(text: str) -> PolicyResult:
-    try:
-        out = json.loads(text)
-        value = out["bindings"]["x"]
-    except (ValueError, KeyError, TypeError):
-        raise PolicyError(f"appraisal policy gave no result: {text[:200]}") from None
+def parse_result(value: Any) -> PolicyResult:
+    """The vector and reasons the policy's `result` holds, checked."""
+    if value is None:
+        raise PolicyError("appraisal policy gave no result")
     if not isinstance(value, dict) or not isinstance(value.get("vector"), dict):
         raise PolicyError("appraisal policy result lacks a 'vector' object")
     vector: dict[str, int] = {}

@@ -3,6 +3,7 @@
 The default profile is the one deployed verifiers and relying parties read today
 (`ear.status`, `ear.trustworthiness-vector`, ...). The newer draft naming
 (`ear_status`, ...) can be written as an option; both are accepted when reading.
+`check_extensions` refuses `bytereplay.*` claims of the wrong shape.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from bytereplay import __version__
 from bytereplay.ar4si import CLAIMS, STATUS_RANK, status_of
+from bytereplay.claims import VERDICTS
+from bytereplay.encoding import HASH_RE
 from bytereplay.errors import ResultError, SignatureError
 from bytereplay.jose import parse_unverified, sign_jwt
 from bytereplay.jwks import KeySet
@@ -163,3 +166,51 @@ def read_ear(token: str, keys: KeySet, *, algorithms: tuple[str, ...] = SIGNING_
 def peek(token: str) -> dict[str, Any]:
     """Unverified claims, for display only."""
     return parse_unverified(token, max_bytes=MAX_EAR_BYTES)[1]
+
+
+def _expect(cond: bool, claim: str, message: str) -> None:
+    if not cond:
+        raise ResultError(f"{claim}: {message}")
+
+
+def _is_text_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def check_extensions(ear: Ear) -> None:
+    """Refuse bytereplay.* claims of the wrong shape (ResultError naming the claim)."""
+    ext = ear.extensions
+    if REPLAY in ext:
+        rep = ext[REPLAY]
+        _expect(isinstance(rep, dict), REPLAY, "must be an object")
+        _expect(rep.get("verdict") in VERDICTS, REPLAY,
+                f"verdict must be one of {', '.join(VERDICTS)}")
+        diff = rep.get("environment_diff", [])
+        _expect(isinstance(diff, list) and all(
+            isinstance(d, dict) and isinstance(d.get("field"), str) for d in diff),
+            REPLAY, "environment_diff must be a list of {field, recorded, replayed}")
+        _expect(_is_text_or_none(rep.get("reason")), REPLAY, "reason must be text")
+    if PREFLIGHT in ext:
+        pre = ext[PREFLIGHT]
+        _expect(isinstance(pre, dict), PREFLIGHT, "must be an object")
+        missing = pre.get("missing")
+        _expect(isinstance(missing, list) and all(isinstance(m, str) for m in missing),
+                PREFLIGHT, "missing must be a list of field names")
+        _expect(isinstance(pre.get("complete"), bool), PREFLIGHT, "complete must be a boolean")
+        _expect(pre["complete"] == (not missing), PREFLIGHT,
+                "complete disagrees with the missing fields")
+    if TEE in ext:
+        tee = ext[TEE]
+        _expect(isinstance(tee, dict), TEE, "must be an object")
+        _expect(_is_text_or_none(tee.get("provider")), TEE, "provider must be text")
+        for flag in ("simulated", "hardware"):
+            _expect(isinstance(tee.get(flag), bool), TEE, f"{flag} must be a boolean")
+    if CHECKS in ext:
+        checks = ext[CHECKS]
+        _expect(isinstance(checks, dict) and all(isinstance(v, str) for v in checks.values()),
+                CHECKS, "must map each step to 'ok' or a failure text")
+    if OUTPUT_HASH in ext:
+        _expect(isinstance(ext[OUTPUT_HASH], str) and bool(HASH_RE.match(ext[OUTPUT_HASH])),
+                OUTPUT_HASH, "must be 'sha-256:' and 64 lowercase hex digits")
+    if RECORD_DIGEST in ext:
+        _expect(isinstance(ext[RECORD_DIGEST], str), RECORD_DIGEST, "must be text")

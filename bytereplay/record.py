@@ -7,6 +7,7 @@ malformed hashes raise `RecordError` naming the field.
 
 The dataclasses below are the one source of truth for the record's shape; the
 checklist in `bytereplay.checklist` names every leaf and a test keeps them in step.
+Reading and writing them is `bytereplay.record_codec`'s.
 """
 
 from __future__ import annotations
@@ -14,25 +15,23 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
-import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar
 
 import orjson
 
 from bytereplay.encoding import (
     HASH_RE,
-    JCS_INT_MAX,
     OCI_DIGEST_RE,
     cbor_dumps,
     cbor_loads,
     jcs,
-    jcs_plain_float,
     sha256_tag,
     strict_json_loads,
 )
 from bytereplay.errors import BytereplayError, RecordError
+from bytereplay.record_codec import Check, NotPlain, build, hints, inner, plain_unbuild, unbuild
 from bytereplay.request import MAX_TEMPERATURE, temperature_ok, top_p_ok
 
 SCHEMA = "deterministic_run_preflight.v1"
@@ -83,9 +82,6 @@ def _temperature(path: str, value: float) -> None:
 def _top_p(path: str, value: float) -> None:
     if not top_p_ok(value):
         raise RecordError(path, "must be in (0, 1]")
-
-
-Check = Callable[[str, Any], None]
 
 
 def checked(check: Check) -> Any:
@@ -213,7 +209,7 @@ class RunRecord:
         schema = body.pop("schema", SCHEMA)
         if schema != SCHEMA:
             raise RecordError("schema", f"expected {SCHEMA!r}, got {schema!r}")
-        record: RunRecord = _build(cls, body, "")
+        record: RunRecord = build(cls, body, "")
         return record
 
     @classmethod
@@ -237,15 +233,15 @@ class RunRecord:
     # -- serialisation ------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; missing fields are left out."""
-        out = _unbuild(self)
+        out = unbuild(self)
         assert isinstance(out, dict)
         return {"schema": SCHEMA, **out}
 
     def to_json(self) -> bytes:
         """RFC 8785 canonical JSON bytes."""
         try:
-            plain = _plain_unbuild(self)
-        except _NotPlain:
+            plain = plain_unbuild(self)
+        except NotPlain:
             return jcs(self.to_dict())
         # Every leaf is text, a boolean or an integer ECMAScript writes exactly (floats of
         # integer value became integers, other floats write their shortest repr without
@@ -328,277 +324,16 @@ def _replace_in(node: Any, path: str, value: Any) -> Any:
         return dataclasses.replace(node, **{head: value})
     child = getattr(node, head)
     if child is None:
-        child = _inner(_hints(type(node))[head])()
+        child = inner(hints(type(node))[head])()
     return dataclasses.replace(node, **{head: _replace_in(child, rest, value)})
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _inner(tp: Any) -> Any:
-    """Strip `| None` from an annotation."""
-    if get_origin(tp) in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        return args[0]
-    return tp
-
-
-def _utf8(text: str) -> bool:
-    """Whether `text` can be written as UTF-8 (JSON lets lone surrogates through)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-Converter = Callable[[Any, str], Any]
-_CONVERTERS: dict[Any, Converter] = {}
-
-
-def _converter(tp: Any) -> Converter:
-    """The converter for annotation `tp` (without `| None`), made once per type."""
-    found = _CONVERTERS.get(tp)
-    if found is None:
-        found = _CONVERTERS[tp] = _make_converter(tp)
-    return found
-
-
-def _make_converter(tp: Any) -> Converter:
-    if dataclasses.is_dataclass(tp):
-        cls = tp
-
-        def convert_object(value: Any, path: str) -> Any:
-            if not isinstance(value, dict):
-                raise RecordError(path, "expected an object")
-            return _build_group(cls, value, path + ".")
-
-        return convert_object
-    if get_origin(tp) is tuple:
-        item_tp = get_args(tp)[0]
-        convert_item = _converter(item_tp)
-
-        def convert_tuple(value: Any, path: str) -> Any:
-            if not isinstance(value, (list, tuple)):
-                raise RecordError(path, "expected an array")
-            if item_tp is int and all(type(v) is int and -JCS_INT_MAX <= v <= JCS_INT_MAX
-                                      for v in value):
-                return tuple(value)  # what the item-by-item path returns for plain ints
-            if item_tp is str and all(type(v) is str and len(v) <= 4096 and _utf8(v) for v in value):
-                return tuple(value)
-            return tuple(convert_item(v, f"{path}[{i}]") for i, v in enumerate(value))
-
-        return convert_tuple
-    if tp is bool:
-        def convert_bool(value: Any, path: str) -> Any:
-            if not isinstance(value, bool):
-                raise RecordError(path, "expected true or false")
-            return value
-
-        return convert_bool
-    if tp is int:
-        def convert_int(value: Any, path: str) -> Any:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise RecordError(path, "expected an integer")
-            if abs(value) > JCS_INT_MAX:
-                raise RecordError(path, "integer out of range")
-            return value
-
-        return convert_int
-    if tp is float:
-        def convert_float(value: Any, path: str) -> Any:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise RecordError(path, "expected a number")
-            if value != value or value in (float("inf"), float("-inf")):
-                raise RecordError(path, "expected a finite number")
-            if isinstance(value, int) and abs(value) > JCS_INT_MAX:
-                raise RecordError(path, "number out of range")
-            return float(value)
-
-        return convert_float
-    if tp is str:
-        def convert_str(value: Any, path: str) -> Any:
-            if not isinstance(value, str):
-                raise RecordError(path, "expected a string")
-            if len(value) > 4096:
-                raise RecordError(path, "string longer than 4096 characters")
-            if not _utf8(value):
-                raise RecordError(path, "not valid Unicode text (lone surrogate)")
-            return value
-
-        return convert_str
-
-    def unsupported(value: Any, path: str) -> Any:  # pragma: no cover
-        raise RecordError(path, f"unsupported type {tp!r}")
-
-    return unsupported
-
-
-class _Spec:
-    """How `_build` reads one dataclass: per field (converter, extra check or None, whether
-    the converter is the plain-text one); the all-None field values; whether instances
-    may be made without calling `__init__` (every field defaults to None, no
-    `__post_init__`: the state `__init__` would set is exactly those values)."""
-
-    __slots__ = ("defaults", "direct", "fields")
-
-    def __init__(self, cls: Any) -> None:
-        hints = _hints(cls)
-        self.fields: dict[str, tuple[Converter, Check | None, bool]] = {}
-        for f in dataclasses.fields(cls):
-            inner = _inner(hints[f.name])
-            self.fields[f.name] = (_converter(inner), f.metadata.get("check"), inner is str)
-        self.defaults = {f.name: None for f in dataclasses.fields(cls)}
-        self.direct = (
-            not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
-            and all(f.default is None and f.init for f in dataclasses.fields(cls)))
-
-
-_SPECS: dict[Any, _Spec] = {}
-
-
-def _spec(cls: Any) -> _Spec:
-    found = _SPECS.get(cls)
-    if found is None:
-        found = _SPECS[cls] = _Spec(cls)
-    return found
-
-
-def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
-    spec = _spec(cls)
-    fields = spec.fields
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        entry = fields.get(key) if isinstance(key, str) else None
-        if entry is None:
-            raise RecordError(prefix + str(key), "unknown field")
-        if value is None:
-            continue
-        convert, check, plain_text = entry
-        if plain_text and type(value) is str and len(value) <= 4096 and \
-                (value.isascii() or _utf8(value)):
-            converted = value  # what the text converter returns, without the call
-        else:
-            converted = convert(value, prefix + key)
-        if check is not None:
-            check(prefix + key, converted)
-        kwargs[key] = converted
-    if not spec.direct:
-        return cls(**kwargs)
-    obj = object.__new__(cls)  # a frozen dataclass: set its fields as __init__ would
-    state = obj.__dict__
-    state.update(spec.defaults)
-    state.update(kwargs)
-    return obj
-
-
-# The groups of a record that repeat from run to run (the environment: model, container,
-# runtime, framework, gpu, toolkit, cpu, determinism are the same on every Evidence of an
-# attester) are built once. `_build` is a pure function of a group's members and what it
-# builds is frozen, so one instance serves every record that names the same members. Only
-# members of exact type text, integer, boolean or null make a key (True == 1 == 1.0 and
-# -0.0 == 0.0 would otherwise share one); a group with any other member is built anew.
-_GROUPS: dict[tuple[Any, ...], Any] = {}
-_GROUPS_MAX = 1024
-_GROUP_KEY_TYPES = frozenset({str, int, bool, type(None)})
-
-
-def _build_group(cls: Any, data: dict[str, Any], prefix: str) -> Any:
-    types_ = tuple(map(type, data.values()))
-    if not _GROUP_KEY_TYPES.issuperset(types_):
-        return _build(cls, data, prefix)
-    key = (cls, tuple(data.items()), types_)
-    found = _GROUPS.get(key)
-    if found is None:
-        found = _build(cls, data, prefix)  # a refusal raises: nothing is kept
-        if len(_GROUPS) >= _GROUPS_MAX:
-            _GROUPS.clear()
-        _GROUPS[key] = found
-    return found
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _unbuild(node: Any) -> Any:
-    names = _FIELD_NAMES.get(type(node))
-    if names is None and dataclasses.is_dataclass(node) and not isinstance(node, type):
-        names = _FIELD_NAMES[type(node)] = tuple(f.name for f in dataclasses.fields(node))
-    if names is not None:
-        out = {}
-        for name in names:
-            value = getattr(node, name)
-            if value is not None:
-                out[name] = value if type(value) in _SCALARS else _unbuild(value)
-        return out
-    if isinstance(node, tuple):
-        return [v if type(v) in _SCALARS else _unbuild(v) for v in node]
-    return node
-
-
-class _NotPlain(Exception):
-    """A leaf the C JSON encoder would not write as RFC 8785 does."""
-
-
-def _plain_leaf(value: Any) -> Any:
-    t = type(value)
-    if t is str or t is bool:
-        return value
-    if t is int:
-        if -JCS_INT_MAX <= value <= JCS_INT_MAX:
-            return value
-        raise _NotPlain
-    if t is float:
-        if value.is_integer():
-            if -JCS_INT_MAX <= value <= JCS_INT_MAX:
-                return int(value)  # ECMAScript writes 1.0 as 1 (and -0.0 as 0)
-            raise _NotPlain
-        if not jcs_plain_float(value):
-            raise _NotPlain
-        return value  # orjson writes float.__repr__'s shortest digits, as ECMAScript
-    if t is tuple:
-        return [_plain_leaf(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain_unbuild(value)
-    raise _NotPlain
-
-
-def _plain_unbuild(node: Any) -> dict[str, Any]:
-    """`_unbuild` for `to_json`'s fast path; raises `_NotPlain` where it cannot be used.
-
-    Kept on the (frozen) node once made, for the groups that many records share; nobody
-    changes it (orjson only reads it), and equality, hashing and `replace` never see it."""
-    cached: dict[str, Any] | None = node.__dict__.get("_plain")
-    if cached is not None:
-        return cached
-    names = _FIELD_NAMES.get(type(node))
-    if names is None:
-        names = _FIELD_NAMES[type(node)] = tuple(f.name for f in dataclasses.fields(node))
-    out = {}
-    for name in names:
-        value = getattr(node, name)
-        if value is not None:
-            t = type(value)
-            out[name] = value if t is str or t is bool else _plain_leaf(value)
-    object.__setattr__(node, "_plain", out)
-    return out
 
 
 def leaf_paths(cls: Any = RunRecord, prefix: str = "") -> Iterator[str]:
     """Every leaf field of the record as a dotted path, in declaration order."""
-    hints = _hints(cls)
+    found = hints(cls)
     for f in dataclasses.fields(cls):
-        inner = _inner(hints[f.name])
-        if dataclasses.is_dataclass(inner):
-            yield from leaf_paths(inner, prefix + f.name + ".")
+        tp = inner(found[f.name])
+        if dataclasses.is_dataclass(tp):
+            yield from leaf_paths(tp, prefix + f.name + ".")
         else:
             yield prefix + f.name

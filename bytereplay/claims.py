@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 
 from bytereplay.checklist import ITEM_BY_FIELD
@@ -55,7 +54,6 @@ def build_claim(
                   preflight_known)
 
 
-@functools.lru_cache(maxsize=1024)  # a pure function of a few values that repeat
 def _claim(verdict: str, missing: tuple[str, ...], diff_fields: tuple[str, ...],
            reason: str | None, simulated_tee: bool, preflight_known: bool) -> str:
     diff = ", ".join(diff_fields) or "unspecified fields"

@@ -428,9 +428,8 @@ class Verifier:
     def begin(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
               external_tokens: list[Any] | None = None) -> Appraisal:
         """Every step up to replay. Raises only `TooLargeError` and `StoreUnavailable`."""
-        a = Appraisal()
         inputs = Inputs(data, fmt, replay, external_tokens)
-        a.inputs = inputs
+        a = Appraisal(inputs=inputs)
         for step in BEFORE_REPLAY:
             step.run(self, a, inputs)
         if a.failed:

@@ -33,8 +33,8 @@ from attester.tee.simulated import (
 from attester.tee.tsm import OsFs, TsmProvider
 from bytereplay.encoding import b64url_decode, b64url_encode
 from bytereplay.errors import KeyConfigError, ProviderUnavailable, QuoteError, UsageError
+from verifier.tee.nvidia import REASON_NO_COLLATERAL
 from verifier.tee.simulated import load_ca_pem
-from verifier.tee.tdx import REASON_NO_COLLATERAL
 
 RD = hashlib.sha512(b"report data").digest()
 MEAS = {"model_digest": "sha-256:" + "1" * 64, "container_digest": "unknown",

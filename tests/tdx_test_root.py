@@ -292,6 +292,17 @@ class TdxTestRoot:
             "qe_identity_signature": _raw_sig(self.tcb_key, qe_identity.encode()).hex(),
         }
 
+    def collateral_at(self, *, issued: datetime, next_update: datetime,
+                      crl_this_update: datetime | None = None) -> dict[str, str]:
+        """Collateral re-signed by this root's keys with other times (for expiry tests)."""
+        saved = (self.issued, self.next_update, self.crl_this_update)
+        self.issued, self.next_update = issued, next_update
+        self.crl_this_update = crl_this_update or issued
+        try:
+            return self._collateral()
+        finally:
+            self.issued, self.next_update, self.crl_this_update = saved
+
     def collateral_json(self) -> str:
         """The collateral in dcap-qvl's `QuoteCollateralV3` JSON form."""
         return json.dumps(self.collateral)

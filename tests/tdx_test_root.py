@@ -35,6 +35,7 @@ import json
 import struct
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -374,6 +375,20 @@ class TdxTestRoot:
         if collateral:
             out["collateral"] = dict(self.collateral)
         return out
+
+    def write_files(self, folder: Path) -> dict[str, Path]:
+        """Write the test root PEM and a collateral folder for config-driven tests.
+
+        Returns `{"root": <folder>/tdx-test-root.pem, "collateral": <folder>/collateral}`;
+        the collateral folder holds `<FMSPC>.json` (what `tee.tdx.collateral` reads).
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        root = folder / "tdx-test-root.pem"
+        root.write_text(self.root_pem)
+        collateral = folder / "collateral"
+        collateral.mkdir(exist_ok=True)
+        (collateral / f"{self.fmspc.hex().upper()}.json").write_text(self.collateral_json())
+        return {"root": root, "collateral": collateral}
 
     def trust(self, **overrides: Any) -> SchemeTrust:
         """A `SchemeTrust` for tdx that trusts this TEST ROOT (and nothing else)."""

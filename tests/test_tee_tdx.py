@@ -442,3 +442,13 @@ def test_a_pcs_error_is_a_typed_refusal(tmp_path: Path) -> None:
 def test_malformed_collateral_is_refused(bad: Any) -> None:
     with pytest.raises(QuoteError):
         tdx.verify_quote_bytes(_v4(), INTEL_TRUST, AT, collateral=bad)
+
+
+def test_test_root_files_drive_a_configured_trust(tmp_path: Path) -> None:
+    root = TdxTestRoot()
+    files = root.write_files(tmp_path)
+    trust = SchemeTrust(configured=True, roots=(files["root"].read_text(),), test_root=True,
+                        collateral=str(files["collateral"]))
+    quote = root.tsm_quote(NONCE_BINDING, collateral=False)
+    result = base.verify_quote(quote, {"tdx": trust}, NONCE_BINDING, root.at)
+    assert result.hardware and result.root == tdx.TEST_ROOT_NAME

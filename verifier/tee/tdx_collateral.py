@@ -187,6 +187,13 @@ def parse_collateral(value: Any) -> TdxCollateral:
 
 # -- sources ------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Answer:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
 def _read_file(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:
@@ -281,25 +288,26 @@ class CollateralSource:
             self._memo[key] = ((0, 0), collateral)
         return collateral
 
-    def _get(self, path: str, **params: str) -> requests.Response:
+    def _get(self, path: str, **params: str) -> _Answer:
         url = f"{self.url}{path}"
         try:
-            resp = requests.get(url, params=params, timeout=HTTP_TIMEOUT_S, stream=True)
-            body = resp.raw.read(MAX_COLLATERAL + 1, decode_content=True)
+            with requests.get(url, params=params, timeout=HTTP_TIMEOUT_S, stream=True,
+                              allow_redirects=False) as resp:
+                body = resp.raw.read(MAX_COLLATERAL + 1, decode_content=True)
+                status, headers, where = resp.status_code, dict(resp.headers), resp.url
         except requests.RequestException as exc:
             raise QuoteError(f"tdx collateral: GET {url} failed: {type(exc).__name__}") from None
         if len(body) > MAX_COLLATERAL:
             raise QuoteError(f"tdx collateral: GET {url} answered over 1 MiB")
-        resp._content = body
-        if resp.status_code != 200:
-            raise QuoteError(f"tdx collateral: GET {url} answered HTTP {resp.status_code}")
-        return resp
+        if status != 200:
+            raise QuoteError(f"tdx collateral: GET {url} answered HTTP {status}")
+        return _Answer(where, {k.lower(): v for k, v in headers.items()}, body)
 
     @staticmethod
-    def _chain(resp: requests.Response, header: str) -> str:
-        value = resp.headers.get(header)
+    def _chain(answer: _Answer, header: str) -> str:
+        value = answer.headers.get(header.lower())
         if not value:
-            raise QuoteError(f"tdx collateral: {resp.url} sent no {header} header")
+            raise QuoteError(f"tdx collateral: {answer.url} sent no {header} header")
         return urllib.parse.unquote(value)
 
     @staticmethod
@@ -316,22 +324,25 @@ class CollateralSource:
             return body.hex()  # DER
 
     @staticmethod
-    def _signed(body: bytes, key: str, url: str) -> tuple[str, str]:
+    def _signed(answer: _Answer, key: str) -> tuple[str, str]:
         """(exact text of body[key], signature hex) from a PCS `{key: {...}, "signature"}`."""
         try:
-            text = body.decode("utf-8")
+            text = answer.body.decode("utf-8")
             whole = json.loads(text)
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise QuoteError(f"tdx collateral: {url} did not answer JSON") from None
+            raise QuoteError(f"tdx collateral: {answer.url} did not answer JSON") from None
         if not isinstance(whole, dict) or not isinstance(whole.get(key), dict) \
                 or not isinstance(whole.get("signature"), str):
-            raise QuoteError(f"tdx collateral: {url} did not answer {{{key!r}, 'signature'}}")
-        start = text.find(f'"{key}"')
-        colon = text.find(":", start)
-        begin = colon + 1
+            raise QuoteError(f"tdx collateral: {answer.url} did not answer {{{key!r}, 'signature'}}")
+        begin = text.find(":", text.find(f'"{key}"')) + 1
         while text[begin] in " \t\r\n":
             begin += 1
-        _, end = json.JSONDecoder().raw_decode(text, begin)
+        try:
+            value, end = json.JSONDecoder().raw_decode(text, begin)
+        except ValueError:
+            value, end = None, begin
+        if value != whole[key]:
+            raise QuoteError(f"tdx collateral: {answer.url}: cannot find the exact {key} text")
         return text[begin:end], whole["signature"]
 
     def _fetch(self, fmspc: str, ca: str) -> TdxCollateral:
@@ -339,12 +350,12 @@ class CollateralSource:
         tcb = self._get("/tdx/certification/v4/tcb", fmspc=fmspc)
         qe = self._get("/tdx/certification/v4/qe/identity")
         root = self._get("/sgx/certification/v4/rootcacrl")
-        tcb_info, tcb_sig = self._signed(tcb.content, "tcbInfo", tcb.url)
-        qe_identity, qe_sig = self._signed(qe.content, "enclaveIdentity", qe.url)
+        tcb_info, tcb_sig = self._signed(tcb, "tcbInfo")
+        qe_identity, qe_sig = self._signed(qe, "enclaveIdentity")
         return parse_collateral({
             "pck_crl_issuer_chain": self._chain(crl, "SGX-PCK-CRL-Issuer-Chain"),
-            "root_ca_crl": self._crl_hex(root.content),
-            "pck_crl": self._crl_hex(crl.content),
+            "root_ca_crl": self._crl_hex(root.body),
+            "pck_crl": self._crl_hex(crl.body),
             "tcb_info_issuer_chain": self._chain(tcb, "TCB-Info-Issuer-Chain"),
             "tcb_info": tcb_info, "tcb_info_signature": tcb_sig,
             "qe_identity_issuer_chain": self._chain(qe, "SGX-Enclave-Identity-Issuer-Chain"),

@@ -232,11 +232,33 @@ def _collateral_for(parsed: TdxQuote, trust: SchemeTrust, at: datetime,
 
 
 def _fmspc_and_ca(parsed: TdxQuote) -> tuple[str, str]:
-    try:
-        q = dcap_qvl.parse_quote(parsed.raw)
-        return q.fmspc().upper(), q.ca()
-    except Exception as exc:
-        raise QuoteError(f"TDX quote: no FMSPC in its PCK certificate: {str(exc)[:160]}") from None
+    """The FMSPC and PCK CA of the quote's PCK certificate (cached by certification data).
+
+    The key is the signature data after the quote's own signature (attestation key, QE
+    report, PCK chain), which is the same for every quote of one platform; the value is
+    a pure function of the quote, so caching it trusts nothing.
+    """
+    sig_at = parsed.body_offset + len(parsed.body)
+    return _fmspc_and_ca_of(parsed.raw[sig_at + 4 + 64:], parsed.raw)
+
+
+_FMSPC_CA: dict[bytes, tuple[str, str]] = {}
+_FMSPC_CA_MAX = 256
+
+
+def _fmspc_and_ca_of(key: bytes, raw: bytes) -> tuple[str, str]:
+    found = _FMSPC_CA.get(key)
+    if found is None:
+        try:
+            q = dcap_qvl.parse_quote(raw)
+            found = (q.fmspc().upper(), q.ca())
+        except Exception as exc:  # dcap-qvl raises ValueError
+            raise QuoteError(f"TDX quote: no FMSPC in its PCK certificate: "
+                             f"{str(exc)[:160]}") from None
+        if len(_FMSPC_CA) >= _FMSPC_CA_MAX:
+            _FMSPC_CA.clear()
+        _FMSPC_CA[key] = found
+    return found
 
 
 def _as_utc(at: datetime) -> datetime:

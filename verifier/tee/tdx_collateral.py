@@ -31,6 +31,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,11 @@ class TdxCollateral:
             if t < at:
                 raise QuoteError(f"tdx collateral expired at {rfc3339(t)} (the {PART_NAMES[part]} "
                                  f"nextUpdate); the verification time is {rfc3339(at)}")
+        return dict(self.times)
+
+    @cached_property
+    def times(self) -> dict[str, str]:
+        """`issued`, `next_update` and `<part>_issued` / `<part>_next_update`, RFC 3339."""
         out = {"issued": rfc3339(self.latest_issue), "next_update": rfc3339(self.earliest_expiry)}
         for part in PART_NAMES:
             out[f"{part}_issued"] = rfc3339(self.issued[part])

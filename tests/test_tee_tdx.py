@@ -452,3 +452,23 @@ def test_test_root_files_drive_a_configured_trust(tmp_path: Path) -> None:
     quote = root.tsm_quote(NONCE_BINDING, collateral=False)
     result = base.verify_quote(quote, {"tdx": trust}, NONCE_BINDING, root.at)
     assert result.hardware and result.root == tdx.TEST_ROOT_NAME
+
+
+@pytest.mark.parametrize("field", sorted({**tdx.TD_FIELDS, **tdx.TD15_FIELDS}))
+def test_a_flipped_byte_in_a_v5_td_report_1_5_field_is_refused(root: TdxTestRoot, field: str) -> None:
+    quote = bytearray(root.quote(NONCE_BINDING, version=5))
+    off, length = {**tdx.TD_FIELDS, **tdx.TD15_FIELDS}[field]
+    quote[tdx.HEADER_LEN + 6 + off + length // 2] ^= 0xFF
+    with pytest.raises(QuoteError, match=r"signature|debug"):
+        tdx.verify_quote_bytes(bytes(quote), root.trust(), root.at, collateral=root.collateral)
+
+
+def test_collateral_signed_outside_the_pinned_root_is_refused_for_a_real_quote(
+        root: TdxTestRoot) -> None:
+    """A real quote with TCB info re-signed under another root: dcap-qvl checks its chain."""
+    real = json.loads(COLLATERAL.read_text())
+    forged = {**real, "tcb_info_issuer_chain": root.collateral["tcb_info_issuer_chain"],
+              "tcb_info_signature": root.collateral["tcb_info_signature"],
+              "tcb_info": root.collateral["tcb_info"].replace(root.fmspc.hex().upper(), FMSPC)}
+    with pytest.raises(QuoteError, match="under Intel SGX Root CA"):
+        tdx.verify_quote_bytes(_v4(), INTEL_TRUST, AT, collateral=forged)

@@ -57,7 +57,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from bytereplay.errors import QuoteError
 from verifier.tee.base import (
-    REPORT_DATA_LEN,
     QuoteVerification,
     SchemeTrust,
     field_b64,
@@ -391,8 +390,7 @@ class TdxScheme:
         """Verify `parsed` (from `parse`) bound to `expected_report_data` at `at`."""
         if not isinstance(parsed, TdxQuote):
             raise QuoteError("tdx verify takes what tdx parse returned")
-        if len(expected_report_data) != REPORT_DATA_LEN:
-            require_report_data(expected_report_data)
+        require_report_data(expected_report_data)
         return verify_parsed(parsed, trust, at, expected_report_data=expected_report_data)
 
 

@@ -472,3 +472,10 @@ def test_collateral_signed_outside_the_pinned_root_is_refused_for_a_real_quote(
               "tcb_info": root.collateral["tcb_info"].replace(root.fmspc.hex().upper(), FMSPC)}
     with pytest.raises(QuoteError, match="under Intel SGX Root CA"):
         tdx.verify_quote_bytes(_v4(), INTEL_TRUST, AT, collateral=forged)
+
+
+def test_the_root_ca_crl_comes_from_a_pccs_or_intels_distribution_point() -> None:
+    pcs = tdx_collateral.CollateralSource("https://api.trustedservices.intel.com/")
+    assert pcs.root_ca_crl_url() == "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+    pccs = tdx_collateral.CollateralSource("https://pccs.example:8081")
+    assert pccs.root_ca_crl_url() == "https://pccs.example:8081/sgx/certification/v4/rootcacrl"

@@ -16,8 +16,11 @@ Sources (`SchemeTrust.collateral`):
 - a folder: `<FMSPC>.json` per platform (upper or lower case hex);
 - a single file (its TCB info must be for the quote's FMSPC);
 - an `http://` or `https://` Intel PCS / PCCS v4 base URL (e.g.
-  `https://api.trustedservices.intel.com`). Answers are assembled into the JSON form
-  and cached on disk under `SchemeTrust.cache_dir` as `tdx-<ca>-<FMSPC>.json`; a cached
+  `https://api.trustedservices.intel.com`). Its answers (`/sgx/certification/v4/pckcrl`,
+  `/tdx/certification/v4/tcb`, `/tdx/certification/v4/qe/identity`, and the root CA
+  CRL from a PCCS's `/sgx/certification/v4/rootcacrl` or, for Intel's PCS, its
+  distribution point `INTEL_ROOT_CA_CRL_URL`) are assembled into the JSON form and
+  cached on disk under `SchemeTrust.cache_dir` as `tdx-<ca>-<FMSPC>.json`; a cached
   entry is used while it is fresh at the verification time and refetched otherwise.
 """
 
@@ -47,6 +50,9 @@ FIELDS = ("pck_crl_issuer_chain", "root_ca_crl", "pck_crl", "tcb_info_issuer_cha
 MAX_COLLATERAL = 1 << 20
 HTTP_TIMEOUT_S = 10.0
 PCK_CA = ("platform", "processor")
+INTEL_PCS_HOST = "api.trustedservices.intel.com"
+# The root CA CRL's distribution point (in Intel's SGX Root CA certificate).
+INTEL_ROOT_CA_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
 # Which part each time belongs to, in words, for refusals.
 PART_NAMES = {"tcb_info": "TCB info", "qe_identity": "QE identity", "pck_crl": "PCK CRL",
               "root_ca_crl": "root CA CRL"}
@@ -294,8 +300,15 @@ class CollateralSource:
             self._memo[key] = ((0, 0), collateral)
         return collateral
 
+    def root_ca_crl_url(self) -> str:
+        """Where the root CA CRL is: a PCCS serves it; Intel's PCS points to its CDP."""
+        host = urllib.parse.urlsplit(self.url or "").hostname
+        if host == INTEL_PCS_HOST:
+            return INTEL_ROOT_CA_CRL_URL
+        return f"{self.url}/sgx/certification/v4/rootcacrl"
+
     def _get(self, path: str, **params: str) -> _Answer:
-        url = f"{self.url}{path}"
+        url = path if path.startswith(("http://", "https://")) else f"{self.url}{path}"
         try:
             with requests.get(url, params=params, timeout=HTTP_TIMEOUT_S, stream=True,
                               allow_redirects=False) as resp:
@@ -355,7 +368,7 @@ class CollateralSource:
         crl = self._get("/sgx/certification/v4/pckcrl", ca=ca, encoding="der")
         tcb = self._get("/tdx/certification/v4/tcb", fmspc=fmspc)
         qe = self._get("/tdx/certification/v4/qe/identity")
-        root = self._get("/sgx/certification/v4/rootcacrl")
+        root = self._get(self.root_ca_crl_url())
         tcb_info, tcb_sig = self._signed(tcb, "tcbInfo")
         qe_identity, qe_sig = self._signed(qe, "enclaveIdentity")
         return parse_collateral({

@@ -474,7 +474,7 @@ def _check_endorsement(report: SnpReport, cert: x509.Certificate,
     if not _signature_ok(report, key):
         raise QuoteError(f"the SEV-SNP report signature does not verify with the {signer} "
                          "key: the report was altered or another chip signed it")
-    issuers = [c for c in intermediates if c.subject == cert.issuer]
+    issuers = [c for c in intermediates if c.subject == cert.issuer and c.issuer != c.subject]
     if not issuers:
         raise QuoteError(f"no certificate of the {signer}'s issuer {_cn(cert.issuer)} is known "
                          "(pinned or given): the chain to AMD's root cannot be built")

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -262,15 +262,40 @@ def looks_like_snp(data: bytes) -> bool:
 # -- certificates ---------------------------------------------------------------------
 
 def _load_certs(blob: bytes) -> list[x509.Certificate]:
-    """Every certificate in `blob` (DER, or one or more PEM blocks); QuoteError if none."""
+    """Every usable certificate in `blob` (DER, or one or more PEM blocks).
+
+    `cryptography` parses fields lazily, so each certificate's names, validity,
+    extensions, key and signature algorithm are read here once: a certificate whose
+    fields do not parse, or whose key or algorithm is unknown, is refused here rather
+    than failing later. QuoteError when `blob` holds no usable certificate.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # AMD's serial numbers draw a deprecation warning
         try:
             if b"-----BEGIN" in blob:
-                return list(x509.load_pem_x509_certificates(blob))
-            return [x509.load_der_x509_certificate(blob)]
+                certs = list(x509.load_pem_x509_certificates(blob))
+            else:
+                certs = [x509.load_der_x509_certificate(blob)]
         except ValueError:
             raise QuoteError("an SEV-SNP certificate is neither DER nor PEM") from None
+        usable = [c for c in certs if _usable(c)]
+    if not usable:
+        raise QuoteError("an SEV-SNP certificate has fields, a key or an algorithm that "
+                         "cannot be read")
+    return usable
+
+
+def _usable(cert: x509.Certificate) -> bool:
+    try:
+        _cn(cert.subject), _cn(cert.issuer)
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.extensions,
+             cert.signature, cert.tbs_certificate_bytes, cert.signature_algorithm_oid)
+        if cert.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
+            _ = cert.signature_hash_algorithm
+        cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _fingerprint(cert: x509.Certificate) -> str:

@@ -75,7 +75,10 @@ class SnpTestRoot:
                               self.ark_key, ca=True)
         self.ask = self._cert(_name("SEV-Milan"), _name("ARK-Milan"), self.ask_key.public_key(),
                               self.ark_key, ca=True)
+        self.asvk = self._cert(_name("SEV-VLEK-Milan"), _name("ARK-Milan"),
+                               self.ask_key.public_key(), self.ark_key, ca=True)
         self.vcek = self.make_vcek()
+        self.vlek = self.make_vcek(vlek=True)
 
     def _cert(self, subject: x509.Name, issuer: x509.Name, public: Any, signer: rsa.RSAPrivateKey,
               *, ca: bool, extensions: dict[str, bytes] | None = None) -> x509.Certificate:
@@ -89,8 +92,12 @@ class SnpTestRoot:
         return builder.sign(signer, hashes.SHA384(), rsa_padding=PSS)
 
     def make_vcek(self, *, hwid: bytes | None = None, tcb: dict[str, int] | None = None,
-                  hwid_octet_string: bool = False) -> x509.Certificate:
-        """A VCEK for this chain's key, with the given (default: this chip's) extensions."""
+                  hwid_octet_string: bool = False, vlek: bool = False) -> x509.Certificate:
+        """A VCEK for this chain's key, with the given (default: this chip's) extensions.
+
+        With `vlek`: a VLEK instead (CN SEV-VLEK, issued by the ASVK, a CSP id and no
+        hardware id), for reports whose flags name the VLEK.
+        """
         hw = self.chip_id if hwid is None else hwid
         levels = self.tcb if tcb is None else tcb
         ext = {
@@ -102,6 +109,11 @@ class SnpTestRoot:
             "1.3.6.1.4.1.3704.1.3.8": _der_int(levels["ucode"]),
             "1.3.6.1.4.1.3704.1.4": (b"\x04" + bytes([len(hw)]) + hw) if hwid_octet_string else hw,
         }
+        if vlek:
+            del ext["1.3.6.1.4.1.3704.1.4"]
+            ext["1.3.6.1.4.1.3704.1.5"] = b"\x16\x04test"
+            return self._cert(_name("SEV-VLEK"), _name("SEV-VLEK-Milan"),
+                              self.vcek_key.public_key(), self.ask_key, ca=False, extensions=ext)
         return self._cert(_name("SEV-VCEK"), _name("SEV-Milan"), self.vcek_key.public_key(),
                           self.ask_key, ca=False, extensions=ext)
 
@@ -121,7 +133,8 @@ class SnpTestRoot:
 
     def report(self, report_data: bytes, *, debug: bool = False, version: int = 2,
                policy: int = 0x30000, vmpl: int = 0, measurement: bytes = MEASUREMENT,
-               reported_tcb: dict[str, int] | None = None, chip_id: bytes | None = None) -> bytes:
+               reported_tcb: dict[str, int] | None = None, chip_id: bytes | None = None,
+               vlek: bool = False) -> bytes:
         """A signed 1184-byte report binding `report_data` (64 bytes)."""
         if len(report_data) != 64:
             raise ValueError("report data is 64 bytes")
@@ -132,6 +145,7 @@ class SnpTestRoot:
         tcb = tcb_bytes(reported_tcb or self.tcb)
         raw[0x38:0x40] = tcb
         struct.pack_into("<Q", raw, 0x40, 1)
+        struct.pack_into("<I", raw, 0x48, (1 << 2) if vlek else 0)
         raw[0x50:0x90] = report_data
         raw[0x90:0xC0] = measurement
         raw[0xC0:0xE0] = bytes(range(0xC0, 0xE0))
@@ -150,7 +164,12 @@ class SnpTestRoot:
         sig = r.to_bytes(72, "little") + s.to_bytes(72, "little")
         return raw[:snp.SIGNED_LEN] + sig + raw[snp.SIGNED_LEN + len(sig):]
 
-    def cert_table(self, vcek: x509.Certificate | None = None) -> bytes:
+    def cert_table(self, vcek: x509.Certificate | None = None, *, vlek: bool = False) -> bytes:
+        """The extended report's certificate table: VCEK (or VLEK), ASK (or ASVK), ARK."""
+        if vlek:
+            return snp_certs.build_cert_table({
+                snp_certs.VLEK_GUID: self.der(self.vlek), snp_certs.ASK_GUID: self.der(self.asvk),
+                snp_certs.ARK_GUID: self.der(self.ark)})
         return snp_certs.build_cert_table({
             snp_certs.VCEK_GUID: self.der(vcek or self.vcek),
             snp_certs.ASK_GUID: self.der(self.ask),
@@ -163,6 +182,6 @@ class SnpTestRoot:
             "provider": "tsm", "simulated": False, "kernel_provider": "sev_guest",
             "tee": "sev-snp", "generation": 1,
             "outblob": b64url_encode(self.report(report_data, debug=debug, **report)),
-            "auxblob": b64url_encode(self.cert_table()),
+            "auxblob": b64url_encode(self.cert_table(vlek=bool(report.get("vlek")))),
             "software_measurements": {},
         }

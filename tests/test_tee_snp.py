@@ -267,6 +267,20 @@ def test_test_root_hwid_and_tcb_mismatches_are_refused(root: SnpTestRoot) -> Non
     assert any("chip id masked" in r for r in out.reasons)
 
 
+def test_a_vlek_signed_report_verifies_without_a_hardware_id(root: SnpTestRoot) -> None:
+    quote = root.tsm_quote(RD, vlek=True)
+    out = snp.SCHEME.verify(snp.SCHEME.parse(quote), RD, root.trust(), AT)
+    assert out.hardware and out.claims["signing_key"] == "VLEK"
+    assert any("VLEK-signed" in r for r in out.reasons)
+    # A VCEK cannot stand in for the VLEK the report names, nor the other way round.
+    with pytest.raises(QuoteError, match="names VLEK as its signing key"):
+        snp.verify_report(root.report(RD, vlek=True), root.trust(), AT,
+                          certs=[root.der(root.vcek), root.der(root.ask)])
+    with pytest.raises(QuoteError, match="names VCEK as its signing key"):
+        snp.verify_report(root.report(RD), root.trust(), AT,
+                          certs=[root.der(root.vlek), root.der(root.asvk)])
+
+
 def test_tsm_quote_shape_is_checked(root: SnpTestRoot) -> None:
     quote = root.tsm_quote(RD)
     for bad, message in [({**quote, "outblob": "!!"}, "not unpadded base64url"),

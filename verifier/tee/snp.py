@@ -262,6 +262,12 @@ def looks_like_snp(data: bytes) -> bool:
 # -- certificates ---------------------------------------------------------------------
 
 def _load_certs(blob: bytes) -> list[x509.Certificate]:
+    """`_load_certs_cached`, as a fresh list."""
+    return list(_load_certs_cached(bytes(blob)))
+
+
+@functools.lru_cache(maxsize=256)
+def _load_certs_cached(blob: bytes) -> tuple[x509.Certificate, ...]:
     """Every usable certificate in `blob` (DER, or one or more PEM blocks).
 
     `cryptography` parses fields lazily, so each certificate's names, validity,
@@ -278,7 +284,7 @@ def _load_certs(blob: bytes) -> list[x509.Certificate]:
                 certs = [x509.load_der_x509_certificate(blob)]
         except ValueError:
             raise QuoteError("an SEV-SNP certificate is neither DER nor PEM") from None
-        usable = [c for c in certs if _usable(c)]
+        usable = tuple(c for c in certs if _usable(c))
     if not usable:
         raise QuoteError("an SEV-SNP certificate has fields, a key or an algorithm that "
                          "cannot be read")
@@ -320,8 +326,13 @@ class _Anchors:
     intermediates: tuple[x509.Certificate, ...]
 
 
+@functools.lru_cache(maxsize=1024)
 def _pss_ok(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    """True when `parent` signed `child` with RSA-PSS/SHA-384 and the names chain."""
+    """True when `parent` signed `child` with RSA-PSS/SHA-384 and the names chain.
+
+    Memoised: certificates compare and hash by their DER bytes, so a result is reused
+    only for the very same pair of certificates.
+    """
     if child.issuer != parent.subject:
         return False
     if child.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:

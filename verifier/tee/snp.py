@@ -646,8 +646,13 @@ def verify_report(report: bytes | SnpReport, trust: SchemeTrust, at: datetime, *
     intermediates = [*others, *anchors.intermediates]
     attempt(ends, intermediates)
     if endorsed is None and fetch_more and trust.certs:
-        more_ends, more_others = _candidates(_source_certs(parsed, trust))
-        attempt(more_ends, [*more_others, *intermediates])
+        try:
+            fetched = _source_certs(parsed, trust)
+        except QuoteError as exc:
+            errors.append(exc.detail)
+        else:
+            more_ends, more_others = _candidates(fetched)
+            attempt(more_ends, [*more_others, *intermediates])
     if endorsed is None:
         if not errors:
             raise QuoteError(f"no {parsed.signing_key} certificate for this SEV-SNP report: none "

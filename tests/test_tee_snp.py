@@ -315,6 +315,16 @@ def test_cert_table_round_trip_and_refusals(root: SnpTestRoot) -> None:
         snp_certs.parse_cert_table(dup)
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (AMD / "fuzz").glob("*.input")))
+def test_fuzz_regressions_are_typed_refusals(name: str) -> None:
+    body = (AMD / "fuzz" / name).read_bytes()[1:]
+    report = raw_report("report_milan.hex")
+    quote = {"provider": "tsm", "simulated": False, "tee": "sev-snp",
+             "outblob": b64url_encode(report), "auxblob": b64url_encode(body)}
+    with pytest.raises(QuoteError):
+        snp.SCHEME.verify(snp.SCHEME.parse(quote), report[0x50:0x90], TRUST, AT)
+
+
 def test_certs_from_a_configured_folder(tmp_path: Path) -> None:
     (tmp_path / "vcek.der").write_bytes(read("vcek_milan.der"))
     (tmp_path / "other.testcer").write_bytes(read("vcek.testcer"))

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -282,7 +282,7 @@ def _load_certs_cached(blob: bytes) -> tuple[x509.Certificate, ...]:
                 certs = list(x509.load_pem_x509_certificates(blob))
             else:
                 certs = [x509.load_der_x509_certificate(blob)]
-        except ValueError:
+        except Exception:  # the parser's errors vary (ValueError, InvalidVersion, ...)
             raise QuoteError("an SEV-SNP certificate is neither DER nor PEM") from None
         usable = tuple(c for c in certs if _usable(c))
     if not usable:
@@ -299,7 +299,7 @@ def _usable(cert: x509.Certificate) -> bool:
         if cert.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS:
             _ = cert.signature_hash_algorithm
         cert.public_key()
-    except (ValueError, UnsupportedAlgorithm):
+    except Exception:  # ValueError, TypeError, UnsupportedAlgorithm, DuplicateExtension, ...
         return False
     return True
 

@@ -5,6 +5,8 @@ names it "TEST ROOT (not AMD)". The chain has AMD's shape: a self-signed RSA ARK
 ASK (CN SEV-Milan), both RSA-PSS/SHA-384 with 48-byte salts, and a P-384 VCEK (CN
 SEV-VCEK) carrying AMD's extensions: productName "Milan-B0", the TCB SPLs
 (1.3.6.1.4.1.3704.1.3.x) and the 64-byte hardware id (1.3.6.1.4.1.3704.1.4).
+`SnpTestRoot(product="Turin")` uses Turin's names, TCB layout (with FMC) and 8-byte
+hardware id instead.
 
     root = SnpTestRoot()
     quote = root.tsm_quote(report_data)            # the tsm provider's dict
@@ -37,8 +39,9 @@ NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC)
 NOT_AFTER = datetime(2049, 12, 31, tzinfo=UTC)
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 CHIP_ID = bytes(range(0x40, 0x80))
-# Milan TCB_VERSION bytes: bl, tee, 4 reserved, snp, ucode
 TCB = {"bl": 3, "tee": 0, "snp": 8, "ucode": 115}
+TURIN_TCB = {"fmc": 1, "bl": 2, "tee": 0, "snp": 3, "ucode": 72}
+PRODUCT_NAME = {"Milan": "Milan-B0", "Genoa": "Genoa-B1", "Turin": "Turin"}
 MEASUREMENT = bytes(range(48))
 
 
@@ -53,10 +56,10 @@ def _der_int(v: int) -> bytes:
     return bytes([0x02, len(body)]) + body
 
 
-def tcb_bytes(tcb: dict[str, int]) -> bytes:
-    """A Milan TCB_VERSION from its SPLs."""
+def tcb_bytes(tcb: dict[str, int], product: str = "Milan") -> bytes:
+    """A TCB_VERSION from its SPLs, in the product's layout."""
     out = bytearray(8)
-    for k, i in snp.TCB_LAYOUT["Milan"].items():
+    for k, i in snp.TCB_LAYOUT[product].items():
         out[i] = tcb[k]
     return bytes(out)
 
@@ -64,18 +67,22 @@ def tcb_bytes(tcb: dict[str, int]) -> bytes:
 class SnpTestRoot:
     """One test ARK/ASK/VCEK chain and the reports it signs (keys made on construction)."""
 
-    def __init__(self, *, chip_id: bytes = CHIP_ID, tcb: dict[str, int] | None = None,
-                 rsa_bits: int = 2048) -> None:
-        self.chip_id = chip_id
-        self.tcb = dict(tcb or TCB)
+    def __init__(self, *, product: str = "Milan", chip_id: bytes | None = None,
+                 tcb: dict[str, int] | None = None, rsa_bits: int = 2048) -> None:
+        self.product = product
+        turin = product == "Turin"
+        self.chip_id = chip_id if chip_id is not None else (CHIP_ID[:8] + bytes(56) if turin
+                                                            else CHIP_ID)
+        self.tcb = dict(tcb or (TURIN_TCB if turin else TCB))
+        p = product
         self.ark_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
         self.ask_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
         self.vcek_key = ec.generate_private_key(ec.SECP384R1())
-        self.ark = self._cert(_name("ARK-Milan"), _name("ARK-Milan"), self.ark_key.public_key(),
+        self.ark = self._cert(_name(f"ARK-{p}"), _name(f"ARK-{p}"), self.ark_key.public_key(),
                               self.ark_key, ca=True)
-        self.ask = self._cert(_name("SEV-Milan"), _name("ARK-Milan"), self.ask_key.public_key(),
+        self.ask = self._cert(_name(f"SEV-{p}"), _name(f"ARK-{p}"), self.ask_key.public_key(),
                               self.ark_key, ca=True)
-        self.asvk = self._cert(_name("SEV-VLEK-Milan"), _name("ARK-Milan"),
+        self.asvk = self._cert(_name(f"SEV-VLEK-{p}"), _name(f"ARK-{p}"),
                                self.ask_key.public_key(), self.ark_key, ca=True)
         self.vcek = self.make_vcek()
         self.vlek = self.make_vcek(vlek=True)
@@ -98,23 +105,27 @@ class SnpTestRoot:
         With `vlek`: a VLEK instead (CN SEV-VLEK, issued by the ASVK, a CSP id and no
         hardware id), for reports whose flags name the VLEK.
         """
-        hw = self.chip_id if hwid is None else hwid
+        p = self.product
+        hw = (self.chip_id[:8] if p == "Turin" else self.chip_id) if hwid is None else hwid
         levels = self.tcb if tcb is None else tcb
+        name = PRODUCT_NAME[p].encode()
         ext = {
             "1.3.6.1.4.1.3704.1.1": _der_int(0),
-            "1.3.6.1.4.1.3704.1.2": b"\x16\x08Milan-B0",
+            "1.3.6.1.4.1.3704.1.2": b"\x16" + bytes([len(name)]) + name,
             "1.3.6.1.4.1.3704.1.3.1": _der_int(levels["bl"]),
             "1.3.6.1.4.1.3704.1.3.2": _der_int(levels["tee"]),
             "1.3.6.1.4.1.3704.1.3.3": _der_int(levels["snp"]),
             "1.3.6.1.4.1.3704.1.3.8": _der_int(levels["ucode"]),
             "1.3.6.1.4.1.3704.1.4": (b"\x04" + bytes([len(hw)]) + hw) if hwid_octet_string else hw,
         }
+        if "fmc" in levels:
+            ext["1.3.6.1.4.1.3704.1.3.9"] = _der_int(levels["fmc"])
         if vlek:
             del ext["1.3.6.1.4.1.3704.1.4"]
             ext["1.3.6.1.4.1.3704.1.5"] = b"\x16\x04test"
-            return self._cert(_name("SEV-VLEK"), _name("SEV-VLEK-Milan"),
+            return self._cert(_name("SEV-VLEK"), _name(f"SEV-VLEK-{p}"),
                               self.vcek_key.public_key(), self.ask_key, ca=False, extensions=ext)
-        return self._cert(_name("SEV-VCEK"), _name("SEV-Milan"), self.vcek_key.public_key(),
+        return self._cert(_name("SEV-VCEK"), _name(f"SEV-{p}"), self.vcek_key.public_key(),
                           self.ask_key, ca=False, extensions=ext)
 
     @staticmethod
@@ -126,9 +137,9 @@ class SnpTestRoot:
         return cert.public_bytes(serialization.Encoding.DER)
 
     def trust(self, **overrides: Any) -> SchemeTrust:
-        """`SchemeTrust` trusting this test root, with a Milan minimum TCB equal to the chip's."""
+        """`SchemeTrust` trusting this test root, with a minimum TCB equal to the chip's."""
         base = SchemeTrust(configured=True, roots=(self.pem(self.ark),), test_root=True,
-                           min_tcb={"Milan": dict(self.tcb)})
+                           min_tcb={self.product: dict(self.tcb)})
         return replace(base, **overrides)
 
     def report(self, report_data: bytes, *, debug: bool = False, version: int = 2,
@@ -142,7 +153,7 @@ class SnpTestRoot:
         pol = policy | (snp.POLICY_DEBUG if debug else 0)
         struct.pack_into("<IIQ", raw, 0, version, 1, pol)
         struct.pack_into("<II", raw, 0x30, vmpl, snp.SIG_ALGO_ECDSA_P384_SHA384)
-        tcb = tcb_bytes(reported_tcb or self.tcb)
+        tcb = tcb_bytes(reported_tcb or self.tcb, self.product)
         raw[0x38:0x40] = tcb
         struct.pack_into("<Q", raw, 0x40, 1)
         struct.pack_into("<I", raw, 0x48, (1 << 2) if vlek else 0)
@@ -151,7 +162,7 @@ class SnpTestRoot:
         raw[0xC0:0xE0] = bytes(range(0xC0, 0xE0))
         raw[0x180:0x188] = tcb
         if version >= 3:
-            raw[0x188:0x18B] = bytes([0x19, 0x01, 0x01])
+            raw[0x188:0x18B] = bytes([snp.CPU_FAMILY[self.product], 0x01, 0x01])
         raw[0x1A0:0x1E0] = self.chip_id if chip_id is None else chip_id
         raw[0x1E0:0x1E8] = tcb
         raw[0x1F0:0x1F8] = tcb

@@ -77,6 +77,8 @@ def test_real_reports_verify_against_the_pinned_milan_chain(report: str, vcek: s
                                       "ucode": 115}
     assert claims["chip_id"] == parsed.chip_id.hex()
     assert any("hardware id equals" in r for r in result.reasons)
+    assert "VCEK certificate given with the report" in result.reasons
+    assert set(result.collateral) == {"vcek_not_before", "vcek_not_after"}
 
 
 def test_debug_sample_is_the_only_debug_one() -> None:
@@ -232,6 +234,8 @@ def test_test_root_quote_verifies_through_the_registry(root: SnpTestRoot) -> Non
     out = verify_quote(root.tsm_quote(RD), {"snp": root.trust()}, RD, AT)
     assert out.hardware and out.root == "TEST ROOT (not AMD)" and out.tcb_status == "UpToDate"
     assert out.report_data == RD and out.claims["product"] == "Milan"
+    assert "VCEK certificate from the report's certificate table" in out.reasons
+    assert out.collateral["vcek_not_after"] == "2049-12-31T00:00:00Z"
 
 
 def test_test_root_refusals(root: SnpTestRoot) -> None:
@@ -279,6 +283,18 @@ def test_a_vlek_signed_report_verifies_without_a_hardware_id(root: SnpTestRoot) 
     with pytest.raises(QuoteError, match="names VCEK as its signing key"):
         snp.verify_report(root.report(RD), root.trust(), AT,
                           certs=[root.der(root.vlek), root.der(root.asvk)])
+
+
+@pytest.mark.parametrize("version", [2, 5])
+def test_turin_layout_under_a_test_root(version: int) -> None:
+    turin = SnpTestRoot(product="Turin")
+    out = verify_quote(turin.tsm_quote(RD, version=version), {"snp": turin.trust()}, RD, AT)
+    assert out.claims["product"] == "Turin" and out.tcb_status == "UpToDate"
+    assert out.claims["reported_tcb"]["fmc"] == 1 and out.claims["reported_tcb"]["snp"] == 3
+    low = turin.make_vcek(tcb={**turin.tcb, "fmc": 0})
+    with pytest.raises(QuoteError, match="fmc SPL 0 differs"):
+        snp.verify_report(turin.report(RD), turin.trust(), AT,
+                          certs=[turin.der(low), turin.der(turin.ask)])
 
 
 def test_tsm_quote_shape_is_checked(root: SnpTestRoot) -> None:
@@ -380,6 +396,7 @@ def test_certs_from_a_loopback_kds_with_a_disk_cache(kds: tuple[str, type[_Kds]]
     trust = replace(TRUST, certs=base, cache_dir=tmp_path / "cache")
     out = snp.SCHEME.verify(snp.SCHEME.parse(quote), parsed.report_data, trust, AT)
     assert out.hardware and handler.paths == [path]
+    assert f"VCEK certificate from tee.snp.certs ({base})" in out.reasons
     # The second verification reads the disk cache: the KDS is not asked again.
     handler.served.clear()
     assert snp.SCHEME.verify(snp.SCHEME.parse(quote), parsed.report_data, trust, AT).hardware

@@ -615,13 +615,15 @@ def _candidates(blobs: Iterable[bytes]) -> tuple[list[x509.Certificate], list[x5
 
 def verify_report(report: bytes | SnpReport, trust: SchemeTrust, at: datetime, *,
                   certs: Sequence[bytes] = (), expected_report_data: bytes | None = None,
-                  fetch_more: bool = True,
-                  products: Sequence[str] | None = None) -> QuoteVerification:
+                  fetch_more: bool = True, products: Sequence[str] | None = None,
+                  certs_from: str = "given with the report") -> QuoteVerification:
     """Verify one SEV-SNP report at `at` (see the module doc for every check, in order).
 
     `report` is raw or hex (or already parsed); `certs` are DER/PEM blobs proposing the
     VCEK/VLEK (and ASK); with `fetch_more`, `trust.certs` is consulted when they do not
     suffice. `products` limits the pinned AMD roots to those products (e.g. ("Genoa",)).
+    `certs_from` says in the reasons where `certs` came from. `collateral` of the result
+    holds the endorsement certificate's validity (`<vcek|vlek>_not_before/_not_after`).
     Returns the verification; raises QuoteError naming the refusal (for several
     candidate certificates, each one's refusal).
     """
@@ -632,19 +634,22 @@ def verify_report(report: bytes | SnpReport, trust: SchemeTrust, at: datetime, *
     ends, others = _candidates(certs)
     endorsed: _Endorsed | None = None
     errors: list[str] = []
+    found_in = certs_from
 
-    def attempt(cands: Sequence[x509.Certificate], inter: Sequence[x509.Certificate]) -> None:
-        nonlocal endorsed
+    def attempt(cands: Sequence[x509.Certificate], inter: Sequence[x509.Certificate],
+                where: str) -> None:
+        nonlocal endorsed, found_in
         for cert in cands:
             try:
                 endorsed = _check_endorsement(parsed, cert, inter, anchors, at)
+                found_in = where
                 return
             except QuoteError as exc:
                 if exc.detail not in errors:
                     errors.append(exc.detail)
 
     intermediates = [*others, *anchors.intermediates]
-    attempt(ends, intermediates)
+    attempt(ends, intermediates, certs_from)
     if endorsed is None and fetch_more and trust.certs:
         try:
             fetched = _source_certs(parsed, trust)
@@ -652,7 +657,8 @@ def verify_report(report: bytes | SnpReport, trust: SchemeTrust, at: datetime, *
             errors.append(exc.detail)
         else:
             more_ends, more_others = _candidates(fetched)
-            attempt(more_ends, [*more_others, *intermediates])
+            attempt(more_ends, [*more_others, *intermediates],
+                    f"from tee.snp.certs ({trust.certs})")
     if endorsed is None:
         if not errors:
             raise QuoteError(f"no {parsed.signing_key} certificate for this SEV-SNP report: none "
@@ -666,7 +672,8 @@ def verify_report(report: bytes | SnpReport, trust: SchemeTrust, at: datetime, *
     if parsed.cpuid is not None and parsed.cpuid[0] != CPU_FAMILY[product]:
         raise QuoteError(f"the report's CPU family {parsed.cpuid[0]:#x} is not {product}'s "
                          f"({CPU_FAMILY[product]:#x})")
-    reasons = list(endorsed.reasons)
+    signer = parsed.signing_key
+    reasons = [*endorsed.reasons, f"{signer} certificate {found_in}"]
     reasons.append(f"guest policy {parsed.policy:#x}: debug off; VMPL {parsed.vmpl}")
     if expected_report_data is not None:
         require_report_data(expected_report_data)
@@ -685,7 +692,13 @@ def verify_report(report: bytes | SnpReport, trust: SchemeTrust, at: datetime, *
         provider=PROVIDER, simulated=False, hardware=True,
         measurements=parsed.measurements(), report_data=parsed.report_data, chain_ok=True,
         reasons=tuple(reasons), scheme=KIND, tcb_status=status, root=endorsed.anchor.name,
-        debug=parsed.debug, claims=_claims(parsed, product, parsed.signing_key))
+        debug=parsed.debug, claims=_claims(parsed, product, signer),
+        collateral={f"{signer.lower()}_not_before": _rfc3339(endorsed.cert.not_valid_before_utc),
+                    f"{signer.lower()}_not_after": _rfc3339(endorsed.cert.not_valid_after_utc)})
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _products_for(report: SnpReport) -> tuple[str, ...]:
@@ -751,7 +764,8 @@ class SnpVerifier:
             raise QuoteError("not a parsed sev-snp quote")
         require_report_data(expected_report_data)
         return verify_report(parsed.report, trust, at, certs=parsed.certs,
-                             expected_report_data=expected_report_data)
+                             expected_report_data=expected_report_data,
+                             certs_from="from the report's certificate table")
 
 
 def _b64_field(quote: dict[str, Any], name: str, limit: int) -> bytes:

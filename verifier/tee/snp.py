@@ -193,15 +193,14 @@ class SnpQuote:
 
 
 def _hex_text(data: bytes) -> bytes | None:
-    if len(data) > MAX_HEX_TEXT:
+    """The bytes that hex text `data` spells (whitespace between pairs allowed), else None."""
+    if len(data) > MAX_HEX_TEXT or not data.isascii():
         return None
     try:
-        text = re.sub(r"\s+", "", data.decode("ascii"))
-    except UnicodeDecodeError:
+        decoded = bytes.fromhex(data.decode("ascii"))
+    except ValueError:
         return None
-    if len(text) != 2 * REPORT_LEN or not re.fullmatch(r"[0-9a-fA-F]+", text):
-        return None
-    return bytes.fromhex(text)
+    return decoded if len(decoded) == REPORT_LEN else None
 
 
 def parse_report(data: bytes) -> SnpReport:

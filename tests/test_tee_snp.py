@@ -251,6 +251,11 @@ def test_test_root_refusals(root: SnpTestRoot) -> None:
     # A root that is not declared a test root is refused outright.
     with pytest.raises(QuoteError, match="may only name a test root"):
         snp.SCHEME.verify(parsed, RD, root.trust(test_root=False), AT)
+    # AMD's own ARK cannot be relabelled as a test root.
+    with pytest.raises(QuoteError, match="names an AMD ARK as a test root"):
+        snp.SCHEME.verify(parsed, RD, root.trust(roots=(read("ask_ark_milan.pem").decode(),)), AT)
+    with pytest.raises(QuoteError, match="could not be read"):
+        snp.SCHEME.verify(parsed, RD, root.trust(roots=("/nonexistent/root.pem",)), AT)
     with pytest.raises(QuoteError, match="refused: this verifier has no trust"):
         verify_quote(quote, {"snp": SchemeTrust()}, RD, AT)
 

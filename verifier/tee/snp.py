@@ -383,6 +383,10 @@ def _test_anchors(trust: SchemeTrust) -> _Anchors:
                 inter.append(cert)
     if not roots:
         raise QuoteError("tee.snp.roots holds no self-signed RSA-PSS root certificate")
+    pinned = {a.cert for a in amd_anchors().roots}
+    if any(r.cert in pinned for r in roots):
+        raise QuoteError("tee.snp.roots names an AMD ARK as a test root; AMD's roots are "
+                         "pinned: leave tee.snp.roots empty to use them")
     return _Anchors(tuple(roots), tuple(inter))
 
 

@@ -1,0 +1,199 @@
+"""Where SEV-SNP endorsement certificates come from: the report's table, a folder, AMD KDS.
+
+The certificates only *propose* keys: `verifier.tee.snp` accepts one only when it chains
+to a pinned AMD root (or a configured test root) and matches the report. So every source
+here may return too much or the wrong thing without harm; each bounds what it reads.
+
+- `parse_cert_table(blob)`: the certificate table of an extended report, as the
+  `tsm` provider saves it (configfs `auxblob`; the GHCB specification's
+  `SNP_GUEST_REQUEST` certificate table): entries of 24 bytes, a 16-byte GUID, a
+  little-endian u32 offset and u32 length into the blob, ended by an all-zero entry.
+  GUIDs are read in the byte order AMD's tools write (`uuid_parse`, big-endian); the
+  mixed-endian form some hosts use is accepted too. Returns `CertTable`.
+- `folder_certs(path)`: every certificate file (`*.pem`, `*.crt`, `*.cer`, `*.der`,
+  `*.testcer`) directly in a folder, at most `MAX_FOLDER_FILES` of them.
+- `kds_vcek(base, product, hwid, tcb, cache_dir)`: the VCEK for one chip and TCB from
+  an AMD KDS-compatible base URL (`https://kdsintf.amd.com`), as
+  `{base}/vcek/v1/{product}/{hwid hex}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..`
+  (Turin: `fmcSPL` first, an 8-byte hwid). A VCEK for a (chip, TCB) pair never
+  changes, so an answer cached under `cache_dir/snp-kds/` is used without asking
+  again; validity is still checked at the verification time by the caller.
+
+Every refusal is a `QuoteError` naming the source and, for the table, the byte offset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bytereplay.errors import QuoteError
+
+ENTRY_LEN = 24
+MAX_TABLE = 1 << 20
+MAX_ENTRIES = 64
+MAX_CERT = 64 * 1024
+MAX_FOLDER_FILES = 256
+KDS_TIMEOUT_S = 10.0
+CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der", ".testcer")
+
+VCEK_GUID = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")
+VLEK_GUID = uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1")
+ASK_GUID = uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782")
+ARK_GUID = uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae")
+CRL_GUID = uuid.UUID("92f81bc3-5811-4d3d-97ff-d19f88dc67ea")
+NAMES = {VCEK_GUID: "vcek", VLEK_GUID: "vlek", ASK_GUID: "ask", ARK_GUID: "ark", CRL_GUID: "crl"}
+
+
+@dataclass(frozen=True)
+class CertTable:
+    """The certificates of one extended report, by role (DER or PEM bytes as found)."""
+
+    vcek: bytes | None = None
+    vlek: bytes | None = None
+    ask: bytes | None = None
+    ark: bytes | None = None
+    other: dict[str, bytes] = field(default_factory=dict)
+
+    def all(self) -> tuple[bytes, ...]:
+        """Every certificate in the table, endorsement keys first."""
+        return tuple(c for c in (self.vcek, self.vlek, self.ask, self.ark) if c)
+
+
+def _guid(raw: bytes) -> uuid.UUID:
+    be = uuid.UUID(bytes=raw)
+    if be in NAMES:
+        return be
+    le = uuid.UUID(bytes_le=raw)
+    return le if le in NAMES else be
+
+
+def parse_cert_table(blob: bytes) -> CertTable:
+    """The certificates in an extended report's certificate table (see the module doc).
+
+    Refuses a table over 1 MiB, without its all-zero end entry, with more than
+    `MAX_ENTRIES` entries, a repeated GUID, or an entry whose offset and length fall
+    outside the blob or inside the entry list, naming the entry's offset. An empty blob
+    is an empty table.
+    """
+    if len(blob) > MAX_TABLE:
+        raise QuoteError(f"SEV-SNP certificate table is {len(blob)} bytes; at most {MAX_TABLE}")
+    if not blob or not any(blob):
+        return CertTable()
+    found: dict[uuid.UUID, bytes] = {}
+    pos = 0
+    while True:
+        if pos + ENTRY_LEN > len(blob):
+            raise QuoteError(f"SEV-SNP certificate table: entry at offset {pos} is truncated "
+                             "(no all-zero end entry)")
+        raw = blob[pos:pos + 16]
+        offset, length = struct.unpack_from("<II", blob, pos + 16)
+        if not any(blob[pos:pos + ENTRY_LEN]):
+            break
+        if len(found) >= MAX_ENTRIES:
+            raise QuoteError(f"SEV-SNP certificate table: more than {MAX_ENTRIES} entries")
+        guid = _guid(raw)
+        if guid in found:
+            raise QuoteError(f"SEV-SNP certificate table: entry at offset {pos} repeats GUID {guid}")
+        if length == 0 or length > MAX_CERT or offset + length > len(blob):
+            raise QuoteError(f"SEV-SNP certificate table: entry at offset {pos} ({guid}) points "
+                             f"outside the table (offset {offset}, length {length}, table "
+                             f"{len(blob)} bytes)")
+        found[guid] = blob[offset:offset + length]
+        pos += ENTRY_LEN
+    end = pos + ENTRY_LEN
+    for i in range(0, pos, ENTRY_LEN):
+        offset, _length = struct.unpack_from("<II", blob, i + 16)
+        if offset < end:
+            raise QuoteError(f"SEV-SNP certificate table: entry at offset {i} points into the "
+                             f"entry list (offset {offset} < {end})")
+    other = {str(g): d for g, d in found.items() if g not in (VCEK_GUID, VLEK_GUID, ASK_GUID,
+                                                              ARK_GUID)}
+    return CertTable(vcek=found.get(VCEK_GUID), vlek=found.get(VLEK_GUID),
+                     ask=found.get(ASK_GUID), ark=found.get(ARK_GUID), other=other)
+
+
+def build_cert_table(entries: Mapping[uuid.UUID, bytes]) -> bytes:
+    """A certificate table holding `entries` (GUID -> DER), GUIDs written big-endian."""
+    head = ENTRY_LEN * (len(entries) + 1)
+    table, body = bytearray(), bytearray()
+    for guid, data in entries.items():
+        table += guid.bytes + struct.pack("<II", head + len(body), len(data))
+        body += data
+    return bytes(table + bytes(ENTRY_LEN) + body)
+
+
+def folder_certs(path: Path) -> tuple[bytes, ...]:
+    """The certificate files directly in `path` (see the module doc), sorted by name."""
+    if not path.is_dir():
+        raise QuoteError(f"SEV-SNP certificate folder {path} does not exist")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in CERT_SUFFIXES and p.is_file())
+    if len(files) > MAX_FOLDER_FILES:
+        raise QuoteError(f"SEV-SNP certificate folder {path} holds {len(files)} certificate "
+                         f"files; at most {MAX_FOLDER_FILES}")
+    out = []
+    for p in files:
+        if p.stat().st_size <= MAX_CERT:
+            out.append(p.read_bytes())
+    return tuple(out)
+
+
+def kds_vcek_url(base: str, product: str, hwid: bytes, tcb: Mapping[str, int]) -> str:
+    """The KDS URL of the VCEK for chip `hwid` at TCB `tcb` (component name -> SPL)."""
+    query = {}
+    if "fmc" in tcb:
+        query["fmcSPL"] = f"{tcb['fmc']:02d}"
+    query.update({"blSPL": f"{tcb['bl']:02d}", "teeSPL": f"{tcb['tee']:02d}",
+                  "snpSPL": f"{tcb['snp']:02d}", "ucodeSPL": f"{tcb['ucode']:02d}"})
+    return (f"{base.rstrip('/')}/vcek/v1/{urllib.parse.quote(product)}/{hwid.hex()}?"
+            + urllib.parse.urlencode(query))
+
+
+def _cache_path(cache_dir: Path, url: str) -> Path:
+    return cache_dir / "snp-kds" / (hashlib.sha256(url.encode()).hexdigest() + ".der")
+
+
+def fetch(url: str, cache_dir: Path | None) -> bytes:
+    """GET `url` (http or https only) at most `MAX_CERT` bytes, through the disk cache."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise QuoteError(f"SEV-SNP certificate URL {url!r} is not http(s)")
+    cached = _cache_path(cache_dir, url) if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        return cached.read_bytes()[:MAX_CERT]
+    try:
+        with urllib.request.urlopen(url, timeout=KDS_TIMEOUT_S) as resp:
+            body: bytes = resp.read(MAX_CERT + 1)
+    except urllib.error.HTTPError as exc:
+        raise QuoteError(f"AMD KDS answered {exc.code} for {url}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise QuoteError(f"AMD KDS at {url} could not be reached: {exc}") from None
+    if len(body) > MAX_CERT:
+        raise QuoteError(f"AMD KDS answer from {url} is over {MAX_CERT} bytes")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+            os.replace(tmp, cached)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return body
+
+
+def kds_vcek(base: str, product: str, hwid: bytes, tcb: Mapping[str, int],
+             cache_dir: Path | None) -> bytes:
+    """The VCEK (DER) for chip `hwid` at `tcb` from the KDS at `base`, cached on disk."""
+    return fetch(kds_vcek_url(base, product, hwid, tcb), cache_dir)

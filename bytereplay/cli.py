@@ -136,6 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler="relying_party.cli:cmd_appraise", extra="relying-party", label="appraise")
 
+    quote = sub.add_parser("quote", help="TEE quotes: verify a TDX quote or SEV-SNP report offline")
+    verbs = quote.add_subparsers(dest="quote_command", required=True, parser_class=_Parser)
+    p = verbs.add_parser("verify", help="verify one quote or report at a given time (exit 0/1/2)")
+    p.add_argument("file", help="the quote (TDX) or report (SEV-SNP, raw or hex)")
+    p.add_argument("--kind", choices=("tdx", "snp"), default=None,
+                   help="default: detected from the bytes")
+    p.add_argument("--collateral", default=None, metavar="FILE",
+                   help="TDX collateral (dcap-qvl QuoteCollateralV3 JSON)")
+    p.add_argument("--cert", action="append", default=[], metavar="FILE",
+                   help="SEV-SNP VCEK/VLEK (PEM or DER; may also hold ASK and ARK); repeatable")
+    p.add_argument("--at", default=None, metavar="RFC3339", help="verification time (default now)")
+    p.add_argument("--report-data", default=None, metavar="HEX",
+                   help="expected report data (128 hex digits)")
+    p.add_argument("--allow-tcb", action="append", default=[], metavar="STATE",
+                   help="allowed TCB state (repeatable; default UpToDate)")
+    p.add_argument("--min-tcb", default=None, metavar="C=N,...",
+                   help="SEV-SNP minimum TCB for the report's product, e.g. bl=3,tee=0,snp=8,ucode=115")
+    p.add_argument("--config", default=None, help="verifier config whose tee.<kind> to use")
+    p.add_argument("--home", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="verifier.quote_cli:cmd_quote_verify", extra="verifier",
+                   label="quote verify")
+
     p = sub.add_parser("demo", help="the whole flow on the embedded defaults")
     p.add_argument("--home", default=None, help="state directory (default: a fresh temporary one)")
     p.set_defaults(handler="bytereplay.demo:cmd_demo", extra="verifier", label="demo")

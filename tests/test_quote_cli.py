@@ -131,5 +131,5 @@ def test_usage_and_malformed_input_exit_2(tmp_path: Path, capsys: pytest.Capture
     names = {"tdx": str(INTEL / "tdx_quote"), "snp": str(AMD / "snp_test-report.bin"),
              "truncated": str(tmp_path / "t"), "readme": str(INTEL / "ORIGINS.md")}
     argv = [a.format(**names) for a in argv]
-    rc, out, err = run(capsys, *argv)
+    rc, _out, err = run(capsys, *argv)
     assert rc == 2 and err.startswith("bytereplay: error: ") and "Traceback" not in err

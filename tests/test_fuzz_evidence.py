@@ -31,6 +31,8 @@ import kit
 from fuzz_budget import budget
 from quote_helpers import all_trusts
 from quote_helpers import verify as verify_quote
+from snp_test_root import SnpTestRoot
+from tdx_test_root import TdxTestRoot
 
 from attester.evidence import expected_report_data
 from bytereplay.encoding import b64url_encode
@@ -223,24 +225,24 @@ SIM_QUOTE = EXPECTED["bytereplay.quote"]
 REPORT_DATA = expected_report_data(NONCE, KIT.record, KIT.key.jwk)
 
 
-def _snp_quote() -> dict[str, Any]:
-    import struct
-
-    blob = bytearray(0x4A0)
-    struct.pack_into("<I", blob, 0, 2)
-    blob[0x50:0x90] = REPORT_DATA
-    return {"provider": "tsm", "simulated": False, "tee": "sev-snp",
-            "outblob": b64url_encode(bytes(blob))}
+# Real-layout quotes under TEST ROOTs (named as such), trusted in TRUST below.
+_TDX_ROOT = TdxTestRoot()
+_SNP_ROOT = SnpTestRoot()
+TRUST = {**TRUST, "tdx": _TDX_ROOT.trust(), "snp": _SNP_ROOT.trust()}
+TEST_ROOT_AT = _TDX_ROOT.at  # inside both test roots' validity
 
 
-QUOTES = {"simulated": SIM_QUOTE, "tsm": _snp_quote(),
+QUOTES = {"simulated": SIM_QUOTE, "tdx": _TDX_ROOT.tsm_quote(REPORT_DATA),
+          "snp": _SNP_ROOT.tsm_quote(REPORT_DATA, version=3),
           "nvidia": {"provider": "nvidia", "simulated": False, "attestation_report": "AAAA",
                      "gpu_nonce": "AAAA"}}
 
 
 def test_genuine_quotes_verify() -> None:
     assert verify_quote(SIM_QUOTE, TRUST, REPORT_DATA).chain_ok
-    assert not verify_quote(QUOTES["tsm"], TRUST, REPORT_DATA).hardware
+    for kind in ("tdx", "snp"):
+        result = verify_quote(QUOTES[kind], TRUST, REPORT_DATA, TEST_ROOT_AT)
+        assert result.hardware and result.root is not None and "TEST ROOT" in result.root
 
 
 @budget(300)
@@ -260,7 +262,8 @@ def test_verify_quote_mutations_only_typed_errors(which: str, data: st.DataObjec
     path = data.draw(st.sampled_from(_paths(quote)[1:]))
     new = data.draw(json_values | st.binary(max_size=1300).map(b64url_encode))
     mutated = _replace(quote, path, new)
-    result = _refused_or(lambda: verify_quote(mutated, TRUST, REPORT_DATA))
+    when = TEST_ROOT_AT if which in ("tdx", "snp") else None
+    result = _refused_or(lambda: verify_quote(mutated, TRUST, REPORT_DATA, when))
     if result is not None and which == "simulated" and path[0] != "signature":
         # Every field but the signature is signed: only a no-op change may pass.
         assert mutated == quote or json.dumps(mutated, sort_keys=True) == json.dumps(
@@ -270,7 +273,7 @@ def test_verify_quote_mutations_only_typed_errors(which: str, data: st.DataObjec
 @pytest.mark.parametrize("which", list(QUOTES))
 def test_verify_quote_refuses_other_report_data(which: str) -> None:
     with pytest.raises(BytereplayError):
-        verify_quote(QUOTES[which], TRUST, bytes(64))
+        verify_quote(QUOTES[which], TRUST, bytes(64), TEST_ROOT_AT if which != "simulated" else None)
 
 
 def test_bug_quote_certificate_with_invalid_x509_version_is_a_quote_error() -> None:

@@ -19,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from quote_helpers import Trusts, all_trusts, sim_trusts
 from quote_helpers import verify as verify_quote
+from snp_test_root import SnpTestRoot
+from tdx_test_root import TdxTestRoot
 
 from attester.tee import make_provider
 from attester.tee.nvidia import NvidiaProvider, gpu_nonce
@@ -172,23 +174,27 @@ def test_simulated_ca_created_once_under_concurrency(tmp_path: Path) -> None:
 
 # -- tsm (configfs-tsm) ---------------------------------------------------------------
 
+# The kernel's outblob is a real-layout quote under a TEST ROOT, so the tsm capture and the
+# tdx/snp verifiers meet exactly as on hardware (the test roots are named as such).
+TDX_ROOT = TdxTestRoot()
+SNP_ROOT = SnpTestRoot()
+
+
 def tdx_quote(report_data: bytes, version: int = 4) -> bytes:
-    header = struct.pack("<HHI", version, 2, 0x81) + bytes(40)
-    body = bytearray(584)
-    body[136:184] = b"\x11" * 48  # MRTD
-    body[472:520] = b"\x33" * 48  # RTMR3
-    body[520:584] = report_data
-    desc = struct.pack("<HI", 2, 584) if version == 5 else b""
-    sig = b"\x00" * 64
-    return header + desc + bytes(body) + struct.pack("<I", len(sig)) + sig
+    return TDX_ROOT.quote(report_data, version=version)
 
 
 def snp_report(report_data: bytes) -> bytes:
-    rep = bytearray(0x4A0)
-    rep[0:4] = struct.pack("<I", 3)
-    rep[0x50:0x90] = report_data
-    rep[0x90:0xC0] = b"\x22" * 48
-    return bytes(rep)
+    return SNP_ROOT.report(report_data, version=3)
+
+
+def tee_trusts() -> Trusts:
+    """The test roots trusted for tdx and snp (tdx collateral carried by a tsm quote)."""
+    return {"tdx": TDX_ROOT.trust(collateral=None), "snp": SNP_ROOT.trust()}
+
+
+def at() -> datetime:
+    return TDX_ROOT.at
 
 
 class FakeKernel(OsFs):
@@ -220,7 +226,7 @@ class FakeKernel(OsFs):
             blob = snp_report(rd) if self.provider == "sev_guest" else tdx_quote(rd, self.version)
             (path.parent / "outblob").write_bytes(blob)
             if self.provider == "sev_guest":
-                (path.parent / "auxblob").write_bytes(b"certificate table")
+                (path.parent / "auxblob").write_bytes(SNP_ROOT.cert_table())
 
     def rmdir(self, path: Path) -> None:
         for child in path.iterdir():
@@ -235,6 +241,11 @@ def tsm_root(tmp_path: Path) -> Path:
     return root
 
 
+def tdx_with_collateral(quote: dict[str, Any]) -> dict[str, Any]:
+    """What the attester would carry with collateral configured (the verifier also takes it)."""
+    return {**quote, "collateral": dict(TDX_ROOT.collateral)}
+
+
 @pytest.mark.parametrize("version", [4, 5])
 def test_tsm_tdx_quote(tsm_root: Path, version: int) -> None:
     fs = FakeKernel("tdx_guest", version=version)
@@ -244,36 +255,43 @@ def test_tsm_tdx_quote(tsm_root: Path, version: int) -> None:
     assert quote["generation"] == 1 and quote["software_measurements"] == MEAS
     assert len(fs.entries) == 1 and not fs.entries[0].exists()  # entry removed
     assert list(tsm_root.iterdir()) == []
-    result = verify_quote(quote, all_trusts(), RD)
-    assert result.provider == "tsm" and not result.simulated and not result.hardware
-    assert not result.chain_ok and result.report_data == RD
-    assert result.measurements["tdx.mrtd"] == "11" * 48
-    assert result.measurements["tdx.rtmr3"] == "33" * 48
-    assert any(r.startswith(REASON_NO_COLLATERAL) for r in result.reasons)
+    result = verify_quote(tdx_with_collateral(quote), tee_trusts(), RD, at())
+    assert result.provider == "tsm" and not result.simulated and result.hardware
+    assert result.chain_ok and result.report_data == RD and result.scheme == "tdx"
+    assert result.root == "TEST ROOT (not Intel)" and result.tcb_status == "UpToDate"
+    assert result.measurements["tdx.mrtd"] == TDX_ROOT.td_report(RD)[136:184].hex()
     with pytest.raises(QuoteError, match="not bound"):
-        verify_quote(quote, all_trusts(), bytes(64))
+        verify_quote(tdx_with_collateral(quote), tee_trusts(), bytes(64), at())
     with pytest.raises(QuoteError, match="no trust configuration for tdx"):
-        verify_quote(quote, sim_trusts(), RD)
+        verify_quote(quote, sim_trusts(), RD, at())
+    # Configured, but with Intel's pinned root: a quote under a test root is refused.
+    with pytest.raises(QuoteError, match="Intel SGX Root CA"):
+        verify_quote(tdx_with_collateral(quote), all_trusts(), RD, at())
 
 
 def test_tsm_snp_report(tsm_root: Path) -> None:
     quote = TsmProvider(tsm_root, fs=FakeKernel("sev_guest")).quote(RD, MEAS)
-    assert quote["tee"] == "sev-snp" and b64url_decode(quote["auxblob"]) == b"certificate table"
-    result = verify_quote(quote, all_trusts(), RD)
-    assert result.measurements["snp.measurement"] == "22" * 48 and not result.hardware
-    assert REASON_NO_COLLATERAL in result.reasons[0]
+    assert quote["tee"] == "sev-snp" and b64url_decode(quote["auxblob"]) == SNP_ROOT.cert_table()
+    result = verify_quote(quote, tee_trusts(), RD, at())
+    assert result.hardware and result.chain_ok and result.scheme == "snp"
+    assert result.root == "TEST ROOT (not AMD)" and result.tcb_status == "UpToDate"
+    assert result.measurements["snp.measurement"] == snp_report(RD)[0x90:0xC0].hex()
+    with pytest.raises(QuoteError, match="no trust configuration for snp"):
+        verify_quote(quote, sim_trusts(), RD, at())
+    with pytest.raises(QuoteError):  # AMD's pinned ARKs do not sign the test chain
+        verify_quote(quote, all_trusts(), RD, at())
 
 
 def test_tsm_quote_not_bound(tsm_root: Path) -> None:
     quote = TsmProvider(tsm_root, fs=FakeKernel(ignore_inblob=True)).quote(RD, MEAS)
-    with pytest.raises(QuoteError, match="report data does not match"):
-        verify_quote(quote, all_trusts(), RD)
+    with pytest.raises(QuoteError, match="not bound to this evidence"):
+        verify_quote(tdx_with_collateral(quote), tee_trusts(), RD, at())
 
 
 def test_tsm_generation_race(tsm_root: Path) -> None:
     once = FakeKernel(races=1)
     quote = TsmProvider(tsm_root, fs=once).quote(RD, MEAS)  # retried, then fine
-    assert len(once.entries) == 2 and verify_quote(quote, all_trusts(), RD)
+    assert len(once.entries) == 2 and verify_quote(tdx_with_collateral(quote), tee_trusts(), RD, at())
     with pytest.raises(ProviderUnavailable, match="another writer"):
         TsmProvider(tsm_root, fs=FakeKernel(races=10)).quote(RD, MEAS)
     assert list(tsm_root.iterdir()) == []

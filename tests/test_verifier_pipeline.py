@@ -539,10 +539,10 @@ def test_config_file(tmp_path: Path) -> None:
     assert "| `nonce_ttl_s` |" in config_mod.reference_text()
 
 
-def test_unchecked_hardware_quote_affirms_nothing(tmp_path: Path) -> None:
-    """A tsm (SEV-SNP) quote is accepted without vendor collateral (where the operator
-    configured the scheme): its binding is checked but its signature is not, so anyone can
-    write one. Nothing it vouches for is affirmed."""
+def test_hand_written_hardware_quote_is_refused(tmp_path: Path) -> None:
+    """A tsm (SEV-SNP) quote anyone could write (right layout, right binding, no AMD
+    signature) under a configured snp scheme: the report signature and chain to AMD's
+    pinned ARK are checked, so it is refused and nothing is affirmed."""
     from verifier.config import TeeTrustConfig
 
     home = new_home(tmp_path)
@@ -563,14 +563,8 @@ def test_unchecked_hardware_quote_affirms_nothing(tmp_path: Path) -> None:
         evidence = evidence_factory(home).make(nonce, cnf_key=attacker, provider=HandWritten())
         result = verifier.appraise(evidence)
         sub = sub_of(result)
-        assert sub["bytereplay.tee"] == {"provider": "tsm", "simulated": False,
-                                         "hardware": False, "chain_ok": False}
-        vector = sub["ear.trustworthiness-vector"]
-        assert vector["instance-identity"] == 32 and vector["hardware"] == 32
-        assert vector["runtime-opaque"] == 0
-        assert result.status == "warning"
-        assert any("not checked" in r for r in sub["bytereplay.reasons"])
-        assert sub["bytereplay.checks"]["reference"] == "ok"  # matched, but not affirmed:
-        assert vector["executables"] == 2  # only the replay's match speaks for the bytes
+        assert result.status == "contraindicated"
+        assert sub["bytereplay.checks"]["quote"].startswith("failed: ")
+        assert sub["ear.trustworthiness-vector"]["hardware"] == 99
     finally:
         verifier.close()

@@ -205,6 +205,15 @@ def check_extensions(ear: Ear) -> None:
         _expect(_is_text_or_none(tee.get("provider")), TEE, "provider must be text")
         for flag in ("simulated", "hardware"):
             _expect(isinstance(tee.get(flag), bool), TEE, f"{flag} must be a boolean")
+        for name in ("scheme", "tcb_status", "root"):
+            _expect(_is_text_or_none(tee.get(name)), TEE, f"{name} must be text")
+        for flag in ("test_root", "tcb_up_to_date"):
+            _expect(tee.get(flag) is None or isinstance(tee[flag], bool), TEE,
+                    f"{flag} must be a boolean")
+        advisories = tee.get("advisories", [])
+        _expect(isinstance(advisories, list) and all(isinstance(x, str) for x in advisories),
+                TEE, "advisories must be a list of ids")
+        _expect(isinstance(tee.get("collateral", {}), dict), TEE, "collateral must be an object")
     if CHECKS in ext:
         checks = ext[CHECKS]
         _expect(isinstance(checks, dict) and all(isinstance(v, str) for v in checks.values()),

@@ -24,8 +24,13 @@
 #   challenge_window       "ok" | "differs" | "missing" | "not-run"  the run record's
 #                          challenge window against the nonce's own issue and expiry times
 #                          (checked once the nonce is consumed)
-#   tee                    {"provider": text, "simulated": bool, "hardware": bool,
-#                           "chain_ok": bool} or null (null until a quote is accepted)
+#   tee                    {"provider": text, "scheme": text, "simulated": bool,
+#                           "hardware": bool, "chain_ok": bool, "tcb_status": text|null,
+#                           "tcb_up_to_date": bool, "advisories": [text], "collateral":
+#                           {name: RFC 3339}, "root": text|null, "test_root": bool}
+#                          or null (null until a quote is accepted); `hardware` is true only
+#                          when the vendor chain (or a test root, named in `root`), the
+#                          signature, the collateral and an allowed TCB all held
 #   reference.{model,container,runtime}
 #                          "matched" | "unmatched" | "missing" | "not-configured"
 #   preflight              {"complete": bool, "missing": [field], "missing_before_replay": [field]}
@@ -111,6 +116,16 @@ contributions contains ["hardware", 2] if {
 	bound
 	input.tee.simulated == false
 	input.tee.hardware == true
+	input.tee.tcb_up_to_date == true
+}
+
+# Verified to the vendor root, but with a TCB the operator allows that is not up to date
+# (e.g. OutOfDate, SWHardeningNeeded): the status and advisories are in the EAR.
+contributions contains ["hardware", 32] if {
+	bound
+	input.tee.simulated == false
+	input.tee.hardware == true
+	input.tee.tcb_up_to_date == false
 }
 
 # A real TEE quote whose hardware signature was not checked to a vendor root.

@@ -39,7 +39,9 @@
 #           "verifier_id": {...}, "verdict": "match"|"match-portable"|"mismatch"|
 #           "inconclusive"|"not-run"|null, "environment_diff": [{"field", "recorded", "replayed"}],
 #           "replay_reason": text, "preflight": {"complete": bool|null, "missing": [text]},
-#           "tee": {"provider": text|null, "simulated": bool, "hardware": bool}|null,
+#           "tee": {"provider": text|null, "simulated": bool, "hardware": bool,
+#                   "scheme": text|null, "tcb_status": text|null, "root": text|null,
+#                   "test_root": bool}|null,
 #           "verifier_checks": {step: "ok"|failure text}}
 # }
 # All text in the input is made safe for rego-cpp (which returns strings unescaped):
@@ -184,6 +186,12 @@ notes contains sprintf("verifier check %s: %s", [step, text]) if {
 notes contains "no nonce was expected: freshness rests on iat alone" if {
 	verified
 	not input.checks.nonce.required
+}
+
+# A test root stands in for the vendor's only in tests: say so in every decision it reaches.
+notes contains concat("", ["the TEE was verified to a TEST ROOT (", input.ear.tee.root, "), not to a vendor root"]) if {
+	verified
+	input.ear.tee.test_root == true
 }
 
 decision := {

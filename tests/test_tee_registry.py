@@ -47,8 +47,10 @@ def test_the_pipeline_appraises_a_registered_scheme(fake_scheme: None, tmp_path:
         sub = _sub(result.token)
         assert sub["bytereplay.checks"]["quote"] == "ok"
         assert sub["bytereplay.checks"]["measurements"] == "ok"
-        assert sub["bytereplay.tee"] == {"provider": "fake", "simulated": False,
-                                         "hardware": False, "chain_ok": False}
+        tee = sub["bytereplay.tee"]
+        assert {k: tee[k] for k in ("provider", "scheme", "simulated", "hardware", "chain_ok")} \
+            == {"provider": "fake", "scheme": "fake", "simulated": False, "hardware": False,
+                "chain_ok": False}
         assert verifier.info()["trust"]["schemes"]["fake"] == {"configured": True,
                                                                "test_root": False}
     finally:

@@ -78,8 +78,11 @@ def test_valid_evidence_ear(env: tuple[Verifier, EvidenceFactory]) -> None:
     assert vector["instance-identity"] == 2
     assert vector["hardware"] == 32
     assert result.status == "warning"
-    assert sub["bytereplay.tee"] == {"provider": "simulated", "simulated": True,
-                                     "hardware": False, "chain_ok": True}
+    assert sub["bytereplay.tee"] == {"provider": "simulated", "scheme": "simulated",
+                                     "simulated": True, "hardware": False, "chain_ok": True,
+                                     "tcb_status": None, "tcb_up_to_date": True,
+                                     "advisories": [], "collateral": {}, "root": None,
+                                     "test_root": False}
     checks = sub["bytereplay.checks"]
     for step in ("decode", "signature", "quote", "measurements", "nonce", "policy"):
         assert checks[step] == "ok", step

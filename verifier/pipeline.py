@@ -173,9 +173,19 @@ def step_quote(a: Appraisal, trusts: Mapping[str, SchemeTrust], at: datetime) ->
         return
     ev["quote"] = OK
     a.checks["quote"] = OK
-    q = a.quote
-    a.facts["tee"] = {"provider": q.provider, "simulated": bool(q.simulated),
-                      "hardware": bool(q.hardware), "chain_ok": bool(q.chain_ok)}
+    a.facts["tee"] = tee_facts(a.quote, trusts)
+
+
+def tee_facts(q: QuoteVerification, trusts: Mapping[str, SchemeTrust]) -> dict[str, Any]:
+    """What the appraisal policy reads of an accepted quote, and the EAR's `bytereplay.tee`:
+    the scheme, whether hardware was verified, the TCB status and advisories, the
+    collateral's times and the root that decided (a test root is named and flagged)."""
+    trust = trusts.get(q.scheme)
+    return {"provider": q.provider, "scheme": q.scheme, "simulated": bool(q.simulated),
+            "hardware": bool(q.hardware), "chain_ok": bool(q.chain_ok),
+            "tcb_status": q.tcb_status, "tcb_up_to_date": q.tcb_up_to_date,
+            "advisories": list(q.advisories), "collateral": dict(q.collateral),
+            "root": q.root, "test_root": bool(trust is not None and trust.test_root)}
 
 
 def measurement_differences(quote: QuoteVerification, decoded: DecodedEvidence) -> list[str]:

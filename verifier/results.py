@@ -9,7 +9,9 @@ the trustworthiness vector and the appraisal policy id:
     bytereplay.record_digest the run record digest
     bytereplay.claim         the sentence the evidence supports (`build_claim`)
     bytereplay.not_covered   what byte agreement never says (`NOT_COVERED`)
-    bytereplay.tee           {"provider", "simulated", "hardware"}
+    bytereplay.tee           {"provider", "scheme", "simulated", "hardware", "chain_ok",
+                              "tcb_status", "tcb_up_to_date", "advisories", "collateral",
+                              "root", "test_root"} (`verifier.pipeline.tee_facts`)
     bytereplay.checks        {step: "ok" | what failed}
 
 `eat_nonce` echoes the Evidence's nonce (whatever became of it: a refused nonce is

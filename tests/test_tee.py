@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from fake_tsm import TestRootKernel
 from quote_helpers import Trusts, all_trusts, sim_trusts
 from quote_helpers import verify as verify_quote
 from snp_test_root import SnpTestRoot
@@ -32,7 +33,7 @@ from attester.tee.simulated import (
     SimulatedPlatform,
     SimulatedProvider,
 )
-from attester.tee.tsm import OsFs, TsmProvider
+from attester.tee.tsm import TsmProvider
 from bytereplay.encoding import b64url_decode, b64url_encode
 from bytereplay.errors import KeyConfigError, ProviderUnavailable, QuoteError, UsageError
 from verifier.tee.nvidia import REASON_NO_COLLATERAL
@@ -197,41 +198,10 @@ def at() -> datetime:
     return TDX_ROOT.at
 
 
-class FakeKernel(OsFs):
-    """configfs-tsm as the kernel behaves, on a plain directory tree."""
-
-    def __init__(self, provider: str = "tdx_guest", *, races: int = 0, version: int = 4,
-                 ignore_inblob: bool = False) -> None:
-        self.provider, self.races, self.version = provider, races, version
-        self.ignore_inblob = ignore_inblob
-        self.entries: list[Path] = []
-
-    def mkdir(self, path: Path) -> None:
-        super().mkdir(path)
-        self.entries.append(path)
-        (path / "provider").write_text(self.provider + "\n")
-        (path / "generation").write_text("0\n")
-        for name in ("inblob", "outblob", "auxblob"):
-            (path / name).write_bytes(b"")
-
-    def write(self, path: Path, data: bytes) -> None:
-        super().write(path, data)
-        if path.name == "inblob":
-            gen = int((path.parent / "generation").read_text()) + 1
-            if self.races > 0:  # another process wrote too
-                self.races -= 1
-                gen += 1
-            (path.parent / "generation").write_text(f"{gen}\n")
-            rd = bytes(64) if self.ignore_inblob else data
-            blob = snp_report(rd) if self.provider == "sev_guest" else tdx_quote(rd, self.version)
-            (path.parent / "outblob").write_bytes(blob)
-            if self.provider == "sev_guest":
-                (path.parent / "auxblob").write_bytes(SNP_ROOT.cert_table())
-
-    def rmdir(self, path: Path) -> None:
-        for child in path.iterdir():
-            child.unlink()
-        super().rmdir(path)
+def FakeKernel(provider: str = "tdx_guest", *, races: int = 0, version: int = 4,
+               ignore_inblob: bool = False) -> TestRootKernel:
+    return TestRootKernel(TDX_ROOT if provider == "tdx_guest" else SNP_ROOT, races=races,
+                          version=version, ignore_inblob=ignore_inblob)
 
 
 @pytest.fixture

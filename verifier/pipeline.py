@@ -384,7 +384,7 @@ class Verifier:
         self.store: Store = store or open_store(
             config.store, path=config.store_path, redis_url=config.redis_url,
             redis_prefix=config.redis_prefix, ttl=config.nonce_ttl_s,
-            result_ttl=config.result_ttl_s)
+            result_ttl=config.result_ttl_s, clock=clock)
         self._pool = ThreadPoolExecutor(max_workers=config.replay_workers,
                                         thread_name_prefix="bytereplay-replay")
         self._inflight = 0

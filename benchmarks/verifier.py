@@ -17,7 +17,9 @@ Measures, on the fixture model and the simulated TEE:
 3. appraisals per second over HTTP on loopback (`bytereplay serve verifier` in its own
    process, `?replay=false`, `--concurrency` requests in flight);
 4. replay: the time of an appraisal with replay as a ratio of the original generation
-   time (the attester's `Engine.generate` on the same request).
+   time (the attester's `Engine.generate` on the same request);
+5. hardware quotes beside the simulated TEE (`benchmarks/tee.py`): appraisals with a TDX
+   quote under the test root, and the real TDX quote and SEV-SNP report verified alone.
 """
 
 from __future__ import annotations
@@ -297,6 +299,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
     parser.add_argument("--no-replay", action="store_true", help="skip the replay measurement")
+    parser.add_argument("--no-tee", action="store_true",
+                        help="skip the hardware-quote measurement (benchmarks/tee.py)")
     parser.add_argument("--rounds", type=int, default=10,
                         help="slices in which the signature baseline and the appraisals take "
                              "turns (so both meet the same load)")
@@ -356,6 +360,10 @@ def main() -> int:
             report["http"] = http_rate(home, factory, args.http_n, args.concurrency)
         if not args.no_replay:
             report["replay"] = replay_ratio(home, engine, args.replays)
+    if not args.no_tee:
+        from benchmarks.tee import measure
+
+        report["tee"] = measure(min(args.n, 600), 6)
 
     if args.json:
         print(json.dumps(report, indent=2))
@@ -381,6 +389,12 @@ def main() -> int:
               f"{h['appraisals_per_s']:,.0f}/s (server CPU "
               f"{h.get('server_cpu_ms_per_appraisal', '?')} ms per appraisal; the client shares "
               "the machine)")
+    if "tee" in report:
+        print("hardware quotes beside the simulated TEE (benchmarks/tee.py, interleaved):")
+        for name in ("simulated", "tdx_test_root", "tdx_real_quote", "snp_real_report"):
+            r = report["tee"][name]
+            print(f"  {name:16s} {r['per_cpu_s']:8,.0f} per CPU-second "
+                  f"(x{r['ratio_to_simulated_cpu']:.3f} of simulated)")
     if "replay" in report:
         print("replay vs the original generation:")
         for key, value in report["replay"].items():

@@ -165,6 +165,7 @@ class TdxTestRoot:
                  fmspc: bytes = TEST_FMSPC, at: datetime = _DEFAULT_AT) -> None:
         self.at = at
         self.fmspc = fmspc
+        self._qe_sigs: dict[bytes, bytes] = {}
         self.not_before, self.not_after = not_before, not_after
         self.issued, self.next_update = issued, next_update
         self.crl_this_update = crl_this_update or issued
@@ -356,7 +357,12 @@ class TdxTestRoot:
         auth_data = bytes(range(32))
         qe_report = self._qe_report(auth_data)
         chain = _pem(self.pck_cert, self.pck_ca_cert, self.root_cert).encode()
-        qe_cert_data = (qe_report + _raw_sig(self.pck_key, qe_report)
+        # As on hardware, the QE certifies its attestation key once: every quote of this
+        # platform carries the same QE report and signature (ECDSA would differ per call).
+        qe_sig = self._qe_sigs.get(qe_report)
+        if qe_sig is None:
+            qe_sig = self._qe_sigs[qe_report] = _raw_sig(self.pck_key, qe_report)
+        qe_cert_data = (qe_report + qe_sig
                         + struct.pack("<H", len(auth_data)) + auth_data
                         + struct.pack("<HI", 5, len(chain)) + chain)
         sig_data = (_raw_sig(self.attestation_key, signed) + _raw_pub(self.attestation_key)

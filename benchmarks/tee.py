@@ -33,11 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the test root builder
 
+from tdx_test_root import TdxTestRoot  # noqa: E402
+
 from attester.engine import Engine, EngineSettings  # noqa: E402
 from attester.testing import EvidenceFactory  # noqa: E402
 from benchmarks.verifier import interleaved, one_core  # noqa: E402
 from bytereplay.home import Home  # noqa: E402
-from tdx_test_root import TdxTestRoot  # noqa: E402
 from verifier.config import TeeTrustConfig, VerifierConfig  # noqa: E402
 from verifier.pipeline import Verifier  # noqa: E402
 from verifier.tee.base import SchemeTrust  # noqa: E402

@@ -592,3 +592,14 @@ def test_float_helpers_cover_the_edges() -> None:
         assert jcs(f) == bytes(rfc8785.dumps(f))
     with pytest.raises(BytereplayError):
         jcs(float("inf"))
+
+
+def test_the_pipelines_fact_defaults_read_back_as_the_steps_declare_them() -> None:
+    """`new_facts` (a JSON copy made once) is `default_facts` (the steps' own defaults),
+    and each copy is its own."""
+    from verifier.pipeline import default_facts, new_facts
+
+    first, second = new_facts(), new_facts()
+    assert first == second == default_facts()
+    first["evidence"]["decode"] = "ok"
+    assert second["evidence"]["decode"] == "not-run"

@@ -165,19 +165,23 @@ def test_record_to_json_is_rfc8785_for_any_text_and_number(text: str, number: fl
     assert got == (expected if isinstance(expected, bytes) else "refused")
 
 
-def test_repeated_groups_read_alike_and_stay_strict() -> None:
+def test_repeated_groups_are_built_once_and_stay_strict() -> None:
     raw = json.loads((FIXTURES / "records" / "complete.json").read_bytes())
     first, second = RunRecord.from_dict(raw), RunRecord.from_dict(json.loads(json.dumps(raw)))
+    assert first.gpu is second.gpu and first.determinism is second.determinism
     assert first == second and first.digest() == second.digest()
-    # A member equal to a valid one but of another type is refused.
+    # A member equal to a kept one but of another type is read on its own: refused here.
+    one = {**raw, "gpu": {**raw["gpu"], "sm_count": 1}}
+    assert RunRecord.from_dict(one).gpu is RunRecord.from_dict(one).gpu  # kept
     for odd in (True, 1.0):
         with pytest.raises(RecordError, match=r"gpu\.sm_count"):
             RunRecord.from_dict({**raw, "gpu": {**raw["gpu"], "sm_count": odd}})
-    # -0.0 == 0.0, and each keeps its own sign.
+    # Groups with numbers that are not integers are built every time (-0.0 == 0.0).
     sampling = {**raw["sampling"], "temperature": -0.0}
     a = RunRecord.from_dict({**raw, "sampling": sampling})
-    assert repr(a.sampling.temperature) == "-0.0"
-    # The digest is rfc8785's.
+    b = RunRecord.from_dict({**raw, "sampling": {**sampling, "temperature": 0.0}})
+    assert a.sampling is not b.sampling and repr(a.sampling.temperature) == "-0.0"
+    # The digest of a record whose groups are shared is still rfc8785's.
     assert second.to_json() == bytes(rfc8785.dumps(second.to_dict()))
 
 
@@ -592,3 +596,14 @@ def test_float_helpers_cover_the_edges() -> None:
         assert jcs(f) == bytes(rfc8785.dumps(f))
     with pytest.raises(BytereplayError):
         jcs(float("inf"))
+
+
+def test_the_pipelines_fact_defaults_read_back_as_the_steps_declare_them() -> None:
+    """`new_facts` (a JSON copy made once) is `default_facts` (the steps' own defaults),
+    and each copy is its own."""
+    from verifier.pipeline import default_facts, new_facts
+
+    first, second = new_facts(), new_facts()
+    assert first == second == default_facts()
+    first["evidence"]["decode"] = "ok"
+    assert second["evidence"]["decode"] == "not-run"

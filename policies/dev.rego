@@ -36,7 +36,11 @@
 #           "vector": {claim: int}, "tiers": {claim: tier}, "policy_id": text|null,
 #           "verifier_id": {...}, "verdict": "match"|"match-portable"|"mismatch"|
 #           "inconclusive"|"not-run"|null, "environment_diff": [{"field", "recorded", "replayed"}],
-#           "replay_reason": text, "preflight": {"complete": bool|null, "missing": [text]},
+#           "replay_reason": text, "replay_method": "full"|"teacher-forced"|null (null: no
+#           replay claim; a claim without a method predates teacher forcing and reads "full"),
+#           "replay_bitwise": bool|null (teacher-forced: prefill logits equalled decode logits
+#           bit for bit where the verifier measured them; null: not measured),
+#           "preflight": {"complete": bool|null, "missing": [text]},
 #           "tee": {"provider": text|null, "simulated": bool, "hardware": bool}|null,
 #           "verifier_checks": {step: "ok"|failure text}}
 # }
@@ -175,6 +179,11 @@ notes contains sprintf("verifier check %s: %s", [step, text]) if {
 	verified
 	some step, text in input.ear.verifier_checks
 	text != "ok"
+}
+
+notes contains "replay by teacher forcing: every recorded token was re-derived from the model's logits in one forward pass (not regenerated); accepted by this policy" if {
+	verified
+	input.ear.replay_method == "teacher-forced"
 }
 
 decision := {

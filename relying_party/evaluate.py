@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bytereplay.ar4si import tier
-from bytereplay.claims import NOT_COVERED, NOT_RUN, VERDICTS, build_claim
+from bytereplay.claims import FULL, NOT_COVERED, NOT_RUN, REPLAY_METHODS, VERDICTS, build_claim
 from bytereplay.ear import (
     CHECKS,
     MAX_EAR_BYTES,
@@ -175,6 +175,10 @@ def check_extensions(ear: Ear) -> None:
             isinstance(d, dict) and isinstance(d.get("field"), str) for d in diff),
             REPLAY, "environment_diff must be a list of {field, recorded, replayed}")
         _expect(_is_text_or_none(rep.get("reason")), REPLAY, "reason must be text")
+        _expect(rep.get("method", FULL) in REPLAY_METHODS, REPLAY,
+                f"method must be one of {', '.join(REPLAY_METHODS)}")
+        _expect(rep.get("bitwise") in (None, True, False), REPLAY,
+                "bitwise must be a boolean or null")
     if PREFLIGHT in ext:
         pre = ext[PREFLIGHT]
         _expect(isinstance(pre, dict), PREFLIGHT, "must be an object")
@@ -220,6 +224,9 @@ def _ear_document(ear: Ear) -> dict[str, Any]:
             for d in rep.get("environment_diff", [])
         ],
         "replay_reason": rep.get("reason") or "no reason given",
+        # A replay claim without a method predates teacher forcing: it was a full replay.
+        "replay_method": rep.get("method", FULL) if rep else None,
+        "replay_bitwise": rep.get("bitwise") if isinstance(rep.get("bitwise"), bool) else None,
         "preflight": {"complete": pre.get("complete"), "missing": list(pre.get("missing", []))},
         "tee": None if tee is None else {
             "provider": tee.get("provider"),
@@ -365,6 +372,7 @@ def _claim(doc: Mapping[str, Any] | None, checks: Mapping[str, Mapping[str, Any]
         reason=reason,
         simulated_tee=bool(tee.get("simulated")),
         preflight_known=doc["preflight"]["complete"] is not None,
+        method=doc.get("replay_method"),
     )
 
 

@@ -59,7 +59,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bytereplay.checklist import ENVIRONMENT_FIELDS
-from bytereplay.claims import INCONCLUSIVE, MATCH, MATCH_PORTABLE, MISMATCH, NOT_RUN
+from bytereplay.claims import (
+    FULL,
+    INCONCLUSIVE,
+    MATCH,
+    MATCH_PORTABLE,
+    MISMATCH,
+    NOT_RUN,
+    TEACHER_FORCED,
+)
 from bytereplay.encoding import sha256_tag
 from bytereplay.errors import BytereplayError
 from bytereplay.record import RunRecord
@@ -73,7 +81,7 @@ MAX_SCAN_DEPTH = 5
 RESCAN_COOLDOWN_S = 30.0
 DIGEST_CACHE_FILE = "model-digests.json"
 
-FULL, TEACHER_FORCED, TEACHER_FORCED_THEN_FULL = "full", "teacher-forced", "teacher-forced-then-full"
+TEACHER_FORCED_THEN_FULL = "teacher-forced-then-full"
 METHODS: tuple[str, ...] = (FULL, TEACHER_FORCED, TEACHER_FORCED_THEN_FULL)
 # The fast check first: it costs a fraction of a regeneration, and every outcome but
 # `match` is handed to a full replay, so a prefill/decode rounding difference never
@@ -525,11 +533,10 @@ class Replayer:
 
         started = time.perf_counter()
         tol = self.settings.tolerance
-        recorded = record.output_token_ids
-        if not recorded:
+        if not record.output_token_ids:
             return ReplayOutcome(NOT_RUN, reason="the record has no output token ids to "
                                  "teacher-force", method=TEACHER_FORCED, facts={"request": "ok"})
-        recorded = [int(t) for t in recorded]
+        recorded = [int(t) for t in record.output_token_ids]
         try:
             policy = DecodePolicy(**decode_settings(request, record))
             req = InferenceRequest(str(request["input"]), str(request["template"]), policy)

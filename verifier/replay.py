@@ -504,22 +504,28 @@ class Replayer:
             return not_run(f"the replay failed: {detail}", request="ok")
         seconds = time.perf_counter() - started
         diff = environment_diff(record, here)
-        same = result.output_hash == record.output_hash
-        divergence = None
         recorded_ids = record.output_token_ids
+        # The token ids are part of the attested record: equal bytes from other tokens
+        # still contradict it (and the teacher-forced method catches them at a position).
+        same = result.output_hash == record.output_hash and (
+            recorded_ids is None or tuple(recorded_ids) == tuple(result.token_ids))
+        divergence = None
         if not same and recorded_ids is not None:
             pairs = zip(recorded_ids, result.token_ids, strict=False)
             divergence = next((i for i, (a, b) in enumerate(pairs) if a != b),
                               min(len(recorded_ids), len(result.token_ids)))
         verdict = verdict_for(same, diff)
-        reasons = {
+        reasons: dict[str, str] = {
             MATCH: "the replay reproduced the output bytes in the same environment",
             MATCH_PORTABLE: "the replay reproduced the output bytes in a different environment",
             MISMATCH: "the replay produced different bytes in the same environment",
             INCONCLUSIVE: "the replay produced different bytes in a different environment",
         }
-        return ReplayOutcome(verdict, tuple(diff), reasons[verdict], result.output_hash,
-                             divergence, seconds, {"request": "ok"})
+        reason = reasons[verdict]
+        if not same and result.output_hash == record.output_hash:
+            reason = reason.replace("different bytes", "the same bytes from different token ids")
+        return ReplayOutcome(verdict, tuple(diff), reason, result.output_hash,
+                             divergence, seconds, {"request": "ok"}, method=FULL)
 
     def _teacher_forced(self, engine: Engine, request: Mapping[str, Any],
                         record: RunRecord) -> ReplayOutcome:

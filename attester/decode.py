@@ -9,6 +9,8 @@ Every step is explicit, so nothing depends on `model.generate`:
   one uniform draw u in [0, 1) from a `torch.Generator` seeded with the request's seed
   picks the first token whose cumulative mass exceeds u * total (inverse CDF). One
   draw per sampled token, so the seed fixes the whole sequence;
+- both are one function, `sample_choice`, which the verifier's teacher-forced replay calls
+  too (with the recorded token, to measure how far it was from being chosen);
 - stop rules: `max_new_tokens`; EOS (when `eos` is on, the EOS id ends the loop; it is
   kept in the token ids but not in the text); stop sequences, matched on the decoded
   text after each token: the output is cut before the earliest match and the loop ends

@@ -16,7 +16,8 @@ counts as differing, since sameness cannot be shown):
 
     match           same environment, same bytes
     match-portable  environment differs, same bytes anyway
-    mismatch        same environment, different bytes: contradicts the Evidence
+    mismatch        same environment, different bytes (or, for `full`, the same bytes from
+                    other token ids than the recorded ones): contradicts the Evidence
     inconclusive    environment differs, different bytes
     not-run         model not available, replay disabled or skipped, request missing,
                     or the replay itself failed (the reason says which)
@@ -87,9 +88,11 @@ METHODS: tuple[str, ...] = (FULL, TEACHER_FORCED, TEACHER_FORCED_THEN_FULL)
 # `match` is handed to a full replay, so a prefill/decode rounding difference never
 # stands as the final verdict.
 DEFAULT_METHOD = TEACHER_FORCED_THEN_FULL
-# |prefill - decode| logit bound. Measured largest differences: 1.16e-4 on SmolLM2-135M
-# (float32, CPU, issue 16) and the fixture's figure in benchmarks/replay.py; about 10x the
-# largest one seen, so only near-ties are called inconclusive.
+# |prefill - decode| logit bound. Largest differences measured (float32, CPU, 1 thread):
+# 1.16e-4 on SmolLM2-135M (issue 16's figure), 1.05e-5 on the fixture model
+# (benchmarks/replay.py, 256 tokens). About 10x the largest seen, so only near-ties (gaps
+# under 2e-3 logits) are called inconclusive, and a real substitution (gaps of whole
+# logits) is still a mismatch.
 DEFAULT_TOLERANCE = 1e-3
 DEFAULT_CHUNK = 256
 # The calibration probe run at model load: prefill against decode on this engine.

@@ -450,3 +450,35 @@ def test_policies_read_the_method(policy: str, kw: dict[str, Any], allow: bool) 
 def test_a_result_with_an_unknown_method_is_refused() -> None:
     d = _decide("default", method="guessed")
     assert not d.allow and any("method must be one of" in r for r in d.reasons)
+
+
+def test_sampled_near_edge_draw_is_within_tolerance_and_a_far_one_is_not() -> None:
+    """Sampling's tolerance case: the draw lands just past the edge between two tokens, so
+    a logit rounding difference could move it; the recorded neighbour is then a near tie."""
+    u = float(torch.rand((), generator=make_generator(8), dtype=torch.float64))  # 0.78
+    policy = DecodePolicy(temperature=1.0, seed=8)
+    for eps, near in ((1e-5, True), (0.2, False)):
+        p0 = u - eps  # token 0 (the likelier, first) ends just below the draw
+        logits = torch.tensor([math.log(p0), math.log(1 - p0)], dtype=torch.float64)
+        c = sample_choice(logits, policy, make_generator(8), recorded=0)
+        assert c.token == 1 and c.gap_unit == "mass"
+        assert c.gap is not None and c.gap == pytest.approx(u - p0, abs=1e-9)
+        assert within_tolerance(c.gap, c.gap_unit, DEFAULT_TOLERANCE, 1.0) is near
+
+
+def test_generation_goes_through_sample_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one home of the choice: the engine's token loop calls `sample_choice` once per
+    generated token (so the teacher-forced check re-derives with the very same code)."""
+    import attester.decode as decode_mod
+
+    calls = []
+    real = decode_mod.sample_choice
+
+    def counting(*a: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(decode_mod, "sample_choice", counting)
+    policy = DecodePolicy(**{**SAMPLED, "stop": (), "max_new_tokens": 9, "seed": 99})
+    out = shared_engine().generate(InferenceRequest("count me", TEMPLATE, policy))
+    assert len(calls) == len(out.token_ids)

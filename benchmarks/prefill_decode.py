@@ -83,7 +83,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
-    report = {"torch": torch.__version__, "threads": 1,
+    report: dict[str, Any] = {"torch": torch.__version__, "threads": 1,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "linear": {name: linear_probe(k, n, g) for name, (k, n) in SHAPES.items()},
               "attention": attention_probe(g)}

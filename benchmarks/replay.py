@@ -80,7 +80,7 @@ def measure(model_dir: Path | None, lengths: list[int], repeats: int, *,
                 verifiers["teacher-forced"].issue_nonce().nonce)).replay.get(
                     "bitwise_measurement") or {})
             for n in lengths:
-                decode = {"max_new_tokens": n, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
+                decode: dict[str, Any] = {"max_new_tokens": n, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
                           "seed": 0, "stop": [], "eos": False}
                 for i in range(repeats):
                     prompt = f"Replay benchmark prompt number {i}"
@@ -117,10 +117,10 @@ def measure(model_dir: Path | None, lengths: list[int], repeats: int, *,
         sel = [r for r in rows if r["n"] == n]
 
         def med(key: str, sel: list[dict[str, Any]] = sel) -> float:
-            return statistics.median(r[key] for r in sel)
+            return float(statistics.median(r[key] for r in sel))
 
         def ratio(key: str, sel: list[dict[str, Any]] = sel) -> float:
-            return statistics.median(r[key] / r["generation_s"] for r in sel)
+            return float(statistics.median(r[key] / r["generation_s"] for r in sel))
 
         tf = ratio("teacher-forced_appraisal_s")
         report["lengths"][n] = {

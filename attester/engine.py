@@ -415,12 +415,13 @@ class Engine:
         float32 tensor [len(output_ids), vocab], row i = the next-token logits after
         prompt + output_ids[:i].
 
-        Row 0 comes from the very call the token loop makes first (the prompt alone, last
-        position), so it equals the loop's bit for bit. The other rows come from feeding
-        output_ids[:-1] through the KV cache `chunk` tokens per forward pass (one pass when
-        the output fits), with this engine's dtype and controls: a few matrix products in
-        place of one matrix-vector product per token. The answer does not depend on
-        `chunk` beyond rounding: prefill and decode kernels may round differently.
+        One forward pass over prompt + output_ids[:-1] (the last token is never fed back),
+        keeping the logits of the last len(output_ids) positions; past `chunk` output
+        tokens the rest follows through the KV cache, `chunk` tokens per pass. This
+        engine's dtype and controls apply. The answer does not depend on `chunk` beyond
+        rounding: on CPUs the matrix kernels round differently for different row counts
+        (see benchmarks/prefill_decode.py), so neither chunk sizes nor prefill and decode
+        agree bit for bit in general.
         """
         torch = _torch()
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -429,11 +430,12 @@ class Engine:
             raise RequestError("no output tokens to check")
         if not prompt_ids:
             raise RequestError("no prompt tokens")
+        rest = [int(t) for t in output_ids[:-1]]
         with torch.inference_mode():
-            first, cache = self._forward(list(prompt_ids), None)
-            rows = [first.unsqueeze(0)]
-            rest = [int(t) for t in output_ids[:-1]]
-            for start in range(0, len(rest), chunk):
+            head = rest[:chunk]
+            logits, cache = self._logits([*prompt_ids, *head], None, 1 + len(head))
+            rows = [logits]
+            for start in range(len(head), len(rest), chunk):
                 part = rest[start:start + chunk]
                 logits, cache = self._logits(part, cache, len(part))
                 rows.append(logits)

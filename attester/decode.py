@@ -9,6 +9,8 @@ Every step is explicit, so nothing depends on `model.generate`:
   one uniform draw u in [0, 1) from a `torch.Generator` seeded with the request's seed
   picks the first token whose cumulative mass exceeds u * total (inverse CDF). One
   draw per sampled token, so the seed fixes the whole sequence;
+- both are one function, `sample_choice`, which the verifier's teacher-forced replay calls
+  too (with the recorded token, to measure how far it was from being chosen);
 - stop rules: `max_new_tokens`; EOS (when `eos` is on, the EOS id ends the loop; it is
   kept in the token ids but not in the text); stop sequences, matched on the decoded
   text after each token: the output is cut before the earliest match and the loop ends
@@ -17,6 +19,7 @@ Every step is explicit, so nothing depends on `model.generate`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -92,13 +95,104 @@ def _check_finite(x: torch.Tensor) -> None:
         raise InferenceError("the model produced NaN or infinite logits")
 
 
-def greedy_token(logits: torch.Tensor) -> int:
-    """Index of the largest logit, the lowest index on ties."""
+@dataclass(frozen=True)
+class Choice:
+    """One token choice and how firmly it was made.
+
+    `margin`: how far the choice was from going another way. Greedy (`unit` "logit"):
+    the chosen logit minus the runner-up's (0 on a tie). Sampling (`unit` "mass"): the
+    distance, as a fraction of the kept mass, from the draw to the nearest movable edge
+    of the chosen token's cumulative interval (inf when one token is kept).
+    `gap` (only when `recorded` was given): how far `recorded` was from being chosen, 0
+    when it was; in `gap_unit` ("logit": raw logits; "mass": as `margin`).
+    """
+
+    token: int
+    margin: float
+    unit: str
+    gap: float | None = None
+    gap_unit: str | None = None
+
+
+def sample_choice(
+    logits: torch.Tensor,
+    policy: DecodePolicy,
+    generator: torch.Generator | None,
+    recorded: int | None = None,
+) -> Choice:
+    """THE token choice, shared by the engine's token loop and the verifier's teacher-forced
+    replay (so the two cannot drift): greedy when `policy.greedy` (`generator` unused),
+    else one seeded draw from `generator` (exactly one per call, so a sequence of calls
+    consumes the generator in token order). See the module docstring for the rules."""
     import torch
 
     x = logits.detach().to("cpu", torch.float64)
     _check_finite(x)
-    return int(torch.argmax(x))
+    if policy.greedy:
+        tok = int(torch.argmax(x))  # the first maximum: ties go to the lowest id
+        if x.numel() > 1:
+            top2 = torch.topk(x, 2).values
+            margin = float(top2[0] - top2[1])
+        else:
+            margin = math.inf
+        gap = None if recorded is None else float(x[tok] - x[recorded])
+        return Choice(tok, margin, "logit", gap, None if recorded is None else "logit")
+    if generator is None:
+        raise UsageError("sampling needs a generator")
+    temperature = float(policy.temperature)
+    x = x / temperature
+    vals, idx = torch.sort(x, descending=True, stable=True)
+    kept_k = vals.numel()
+    if 0 < policy.top_k < vals.numel():
+        kept_k = policy.top_k
+    vals_k, idx_k = vals[:kept_k], idx[:kept_k]
+    weights = torch.exp(vals_k - vals_k[0])
+    cum_k = torch.cumsum(weights, dim=0)
+    cum, kept_idx = cum_k, idx_k
+    threshold = None
+    if policy.top_p < 1.0:
+        threshold = torch.tensor(float(policy.top_p), dtype=torch.float64) * cum_k[-1]
+        keep = int(torch.searchsorted(cum_k, threshold, right=False)) + 1
+        keep = min(keep, cum_k.numel())
+        cum, kept_idx = cum_k[:keep], idx_k[:keep]
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    total = float(cum[-1])
+    draw = float(u * cum[-1])
+    j = int(torch.searchsorted(cum, u * cum[-1], right=True))
+    j = min(j, cum.numel() - 1)
+    tok = int(kept_idx[j])
+    # The first interval's lower edge (0) and the last one's upper edge (the total) are
+    # fixed: no rounding moves them, so they do not count towards the margin.
+    edges = []
+    if j > 0:
+        edges.append(draw - float(cum[j - 1]))
+    if j < cum.numel() - 1:
+        edges.append(float(cum[j]) - draw)
+    margin = min(edges) / total if edges else math.inf
+    if recorded is None:
+        return Choice(tok, margin, "mass")
+    if recorded == tok:
+        return Choice(tok, margin, "mass", 0.0, "mass")
+    where = (kept_idx == recorded).nonzero()
+    if where.numel():
+        r = int(where[0])
+        lo = float(cum[r - 1]) if r > 0 else 0.0
+        hi = float(cum[r])
+        gap = (lo - draw) / total if draw < lo else (draw - hi) / total
+        return Choice(tok, margin, "mass", max(gap, 0.0), "mass")
+    rank = int((idx == recorded).nonzero()[0])
+    if rank >= kept_k:  # cut by top-k: how far its logit is below the k-th
+        return Choice(tok, margin, "mass", float(vals[kept_k - 1] - vals[rank]) * temperature,
+                      "logit")
+    # Cut by top-p: how far the threshold would have to move to keep it.
+    assert threshold is not None
+    gap = (float(cum_k[rank - 1]) - float(threshold)) / float(cum_k[-1])
+    return Choice(tok, margin, "mass", max(gap, 0.0), "mass")
+
+
+def greedy_token(logits: torch.Tensor) -> int:
+    """Index of the largest logit, the lowest index on ties."""
+    return sample_choice(logits, DecodePolicy(), None).token
 
 
 def sample_token(
@@ -110,25 +204,8 @@ def sample_token(
     generator: torch.Generator,
 ) -> int:
     """One draw from the tempered, top-k and top-p truncated distribution."""
-    import torch
-
-    x = logits.detach().to("cpu", torch.float64)
-    _check_finite(x)
-    x = x / float(temperature)
-    vals, idx = torch.sort(x, descending=True, stable=True)
-    if 0 < top_k < vals.numel():
-        vals, idx = vals[:top_k], idx[:top_k]
-    weights = torch.exp(vals - vals[0])
-    cum = torch.cumsum(weights, dim=0)
-    if top_p < 1.0:
-        threshold = torch.tensor(float(top_p), dtype=torch.float64) * cum[-1]
-        keep = int(torch.searchsorted(cum, threshold, right=False)) + 1
-        keep = min(keep, cum.numel())
-        cum, idx = cum[:keep], idx[:keep]
-    u = torch.rand((), generator=generator, dtype=torch.float64)
-    j = int(torch.searchsorted(cum, u * cum[-1], right=True))
-    j = min(j, cum.numel() - 1)
-    return int(idx[j])
+    policy = DecodePolicy(temperature=temperature, top_k=top_k, top_p=top_p)
+    return sample_choice(logits, policy, generator).token
 
 
 class TokenChooser:
@@ -138,17 +215,11 @@ class TokenChooser:
         self.policy = policy
         self.generator = None if policy.greedy else make_generator(policy.seed)
 
+    def choice(self, logits: torch.Tensor, recorded: int | None = None) -> Choice:
+        return sample_choice(logits, self.policy, self.generator, recorded)
+
     def __call__(self, logits: torch.Tensor) -> int:
-        if self.generator is None:
-            return greedy_token(logits)
-        p = self.policy
-        return sample_token(
-            logits,
-            temperature=p.temperature,
-            top_k=p.top_k,
-            top_p=p.top_p,
-            generator=self.generator,
-        )
+        return self.choice(logits).token
 
 
 def find_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -175,14 +246,18 @@ def decode_loop(
     *,
     eos_ids: frozenset[int],
     detokenize: Callable[[Sequence[int]], str],
+    choose: Callable[[torch.Tensor], int] | None = None,
 ) -> DecodeOutput:
     """Run the token loop.
 
     `first_logits` are the next-token logits after the prompt; `step(token)` feeds one
     token and returns the next logits; `detokenize(ids)` turns ids into text (special
-    tokens dropped).
+    tokens dropped). `choose(logits)` picks each token (default: a fresh `TokenChooser`
+    of `policy`); the teacher-forced replay passes one that checks the engine's choice
+    against the recorded token and returns the recorded one, so that the stop rules and
+    the text below are the engine's own, applied to the recorded tokens.
     """
-    choose = TokenChooser(policy)
+    choose = choose or TokenChooser(policy)
     ids: list[int] = []
     logits = first_logits
     reason = "length"

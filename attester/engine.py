@@ -358,23 +358,101 @@ class Engine:
             )
         return str(text)
 
-    def _forward(self, input_ids: list[int], cache: Any) -> tuple[Any, Any]:
-        """One forward pass under the state lock; (next-token logits on CPU, cache)."""
+    def _logits(self, input_ids: Sequence[int], cache: Any, keep: int) -> tuple[Any, Any]:
+        """One forward pass under the state lock: (the logits of the last `keep` positions,
+        float32 on the CPU, shape [keep, vocab]; the cache). The only place where this
+        engine runs its model: the token loop and the teacher-forced pass both call it."""
         torch = _torch()
         kwargs: dict[str, Any] = {"use_cache": True}
         if cache is not None:
             kwargs[self._cache_kw] = cache
         if self._logits_kw is not None:
-            kwargs[self._logits_kw] = 1
+            kwargs[self._logits_kw] = keep
         with controls.STATE_LOCK:
             controls.ensure(self._control_key)
-            x = torch.tensor([input_ids], dtype=torch.long, device=self.device)
+            x = torch.tensor([list(input_ids)], dtype=torch.long, device=self.device)
             out = self.model(input_ids=x, **kwargs)
-            logits = out.logits[0, -1].detach().to("cpu", torch.float32, copy=True)
+            logits = out.logits[0, -keep:].detach().to("cpu", torch.float32, copy=True)
         new_cache = getattr(out, "cache", None)
         if new_cache is None:
             new_cache = getattr(out, "past_key_values", None)
         return logits, new_cache
+
+    def _forward(self, input_ids: list[int], cache: Any) -> tuple[Any, Any]:
+        """One token-loop step: (next-token logits on CPU, cache)."""
+        logits, new_cache = self._logits(input_ids, cache, 1)
+        return logits[0], new_cache
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """The ids that end a run when the policy's `eos` rule is on."""
+        return self._eos_ids
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Token ids to text as the token loop does it (special tokens dropped)."""
+        return self._detokenize(ids)
+
+    def prompt_ids(self, request: InferenceRequest) -> list[int]:
+        """The engine's own rendering of `request` as token ids: the template filled in,
+        tokenised as `generate` does it (RequestError when it does not fit the context)."""
+        request = self.validate(request)
+        prompt_ids = self._encode(request.template.replace(INPUT_MARK, request.input))
+        n = request.decode.max_new_tokens
+        if self._max_positions and len(prompt_ids) + n > self._max_positions:
+            raise RequestError(
+                f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens "
+                f"({n}) exceeds the model's context of "
+                f"{self._max_positions} tokens"
+            )
+        return prompt_ids
+
+    def teacher_forced_logits(
+        self, prompt_ids: Sequence[int], output_ids: Sequence[int], *, chunk: int = 256
+    ) -> Any:
+        """The logits from which each of `output_ids` was chosen, by teacher forcing:
+        float32 tensor [len(output_ids), vocab], row i = the next-token logits after
+        prompt + output_ids[:i].
+
+        One forward pass over prompt + output_ids[:-1] (the last token is never fed back),
+        keeping the logits of the last len(output_ids) positions; past `chunk` output
+        tokens the rest follows through the KV cache, `chunk` tokens per pass. This
+        engine's dtype and controls apply. The answer does not depend on `chunk` beyond
+        rounding: on CPUs the matrix kernels round differently for different row counts
+        (see benchmarks/prefill_decode.py), so neither chunk sizes nor prefill and decode
+        agree bit for bit in general.
+        """
+        torch = _torch()
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise UsageError("chunk must be a positive integer")
+        if not output_ids:
+            raise RequestError("no output tokens to check")
+        if not prompt_ids:
+            raise RequestError("no prompt tokens")
+        rest = [int(t) for t in output_ids[:-1]]
+        with torch.inference_mode():
+            head = rest[:chunk]
+            logits, cache = self._logits([*prompt_ids, *head], None, 1 + len(head))
+            rows = [logits]
+            for start in range(len(head), len(rest), chunk):
+                part = rest[start:start + chunk]
+                logits, cache = self._logits(part, cache, len(part))
+                rows.append(logits)
+        return torch.cat(rows, dim=0)
+
+    def stepwise_logits(self, prompt_ids: Sequence[int], output_ids: Sequence[int]) -> Any:
+        """The logits the token loop saw when it produced `output_ids`: the same passes as
+        `generate` (prompt, then one token at a time through the KV cache), fed the recorded
+        tokens. Shape as `teacher_forced_logits`; for measuring prefill against decode."""
+        torch = _torch()
+        if not output_ids:
+            raise RequestError("no output tokens to check")
+        with torch.inference_mode():
+            logits, cache = self._forward(list(prompt_ids), None)
+            rows = [logits]
+            for tok in output_ids[:-1]:
+                logits, cache = self._forward([int(tok)], cache)
+                rows.append(logits)
+        return torch.stack(rows, dim=0)
 
     def generate(
         self,
@@ -388,14 +466,7 @@ class Engine:
         request = self.validate(request)
         policy = request.decode
         appraisal = self._appraisal_fields(verifier_ref, challenge_window)
-        prompt = request.template.replace(INPUT_MARK, request.input)
-        prompt_ids = self._encode(prompt)
-        if self._max_positions and len(prompt_ids) + policy.max_new_tokens > self._max_positions:
-            raise RequestError(
-                f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens "
-                f"({policy.max_new_tokens}) exceeds the model's context of "
-                f"{self._max_positions} tokens"
-            )
+        prompt_ids = self.prompt_ids(request)
         state: dict[str, Any] = {}
 
         with torch.inference_mode():

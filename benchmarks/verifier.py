@@ -16,10 +16,14 @@ Measures, on the fixture model and the simulated TEE:
    printed beside it and where the time goes;
 3. appraisals per second over HTTP on loopback (`bytereplay serve verifier` in its own
    process, `?replay=false`, `--concurrency` requests in flight);
-4. replay: the time of an appraisal with replay as a ratio of the original generation
-   time (the attester's `Engine.generate` on the same request);
-5. hardware quotes beside the simulated TEE (`benchmarks/tee.py`): appraisals with a TDX
-   quote under the test root, and the real TDX quote and SEV-SNP report verified alone.
+4. replay: the time of an appraisal with a full replay as a ratio of the original
+   generation time (the attester's `Engine.generate` on the same request);
+5. teacher-forced against full replay at 16, 64 and 256 new tokens, each as a ratio of
+   the generation measured in the same run, with the prefill-against-decode agreement
+   (`benchmarks/replay.py`; `--no-teacher-forced` skips it);
+6. hardware quotes beside the simulated TEE (`benchmarks/tee.py`; `--no-tee` skips it):
+   appraisals with a TDX quote under the test root, and the real TDX quote and SEV-SNP
+   report verified alone.
 """
 
 from __future__ import annotations
@@ -248,7 +252,8 @@ def http_rate(home: Home, factory: EvidenceFactory, n: int, concurrency: int) ->
 
 
 def replay_ratio(home: Home, engine: Engine, replays: int) -> dict[str, Any]:
-    verifier = Verifier(VerifierConfig(home=home))  # its own engine, as a sidecar has
+    # its own engine, as a sidecar has; the full method, whose cost this section tracks
+    verifier = Verifier(VerifierConfig(home=home, replay_method="full"))
     factory = EvidenceFactory(home, engine)
     rows = []
     try:
@@ -301,6 +306,8 @@ def main() -> int:
     parser.add_argument("--no-replay", action="store_true", help="skip the replay measurement")
     parser.add_argument("--no-tee", action="store_true",
                         help="skip the hardware-quote measurement (benchmarks/tee.py)")
+    parser.add_argument("--no-teacher-forced", action="store_true",
+                        help="skip the teacher-forced against full replay table")
     parser.add_argument("--rounds", type=int, default=10,
                         help="slices in which the signature baseline and the appraisals take "
                              "turns (so both meet the same load)")
@@ -360,6 +367,10 @@ def main() -> int:
             report["http"] = http_rate(home, factory, args.http_n, args.concurrency)
         if not args.no_replay:
             report["replay"] = replay_ratio(home, engine, args.replays)
+        if not args.no_teacher_forced:
+            import replay as replay_bench  # benchmarks/replay.py, beside this file
+
+            report["teacher_forced"] = replay_bench.measure(None, [16, 64, 256], args.replays)
     if not args.no_tee:
         from benchmarks.tee import measure
 
@@ -399,6 +410,11 @@ def main() -> int:
         print("replay vs the original generation:")
         for key, value in report["replay"].items():
             print(f"  {key}: {value}")
+    if "teacher_forced" in report:
+        import replay as replay_bench
+
+        print("teacher-forced against full replay (whole appraisal / generation, same run):")
+        replay_bench.print_table(report["teacher_forced"])
     return 0
 
 

@@ -22,6 +22,13 @@ MATCH, MATCH_PORTABLE, MISMATCH, INCONCLUSIVE, NOT_RUN = (
 )
 VERDICTS: tuple[str, ...] = (MATCH, MATCH_PORTABLE, MISMATCH, INCONCLUSIVE, NOT_RUN)
 
+# How a replay verdict was reached (the `method` of `bytereplay.replay`): `full`
+# regenerates token by token; `teacher-forced` runs one forward pass over the recorded
+# tokens and re-derives each choice. A result without `method` predates teacher forcing:
+# its replay was full.
+FULL, TEACHER_FORCED = "full", "teacher-forced"
+REPLAY_METHODS: tuple[str, ...] = (FULL, TEACHER_FORCED)
+
 BASE_CLAIM = (
     "Under the recorded setup, this model run produced exactly these output bytes"
 )
@@ -48,16 +55,24 @@ def build_claim(
     reason: str | None = None,
     simulated_tee: bool = False,
     preflight_known: bool = True,
+    method: str | None = None,
 ) -> str:
-    """The sentence the evidence supports: smaller for each missing field or weaker verdict."""
+    """The sentence the evidence supports: smaller for each missing field or weaker verdict;
+    a teacher-forced verdict says that the tokens were re-derived, not regenerated."""
     return _claim(verdict, tuple(missing), tuple(diff_fields), reason, simulated_tee,
-                  preflight_known)
+                  preflight_known, method)
 
 
 def _claim(verdict: str, missing: tuple[str, ...], diff_fields: tuple[str, ...],
-           reason: str | None, simulated_tee: bool, preflight_known: bool) -> str:
+           reason: str | None, simulated_tee: bool, preflight_known: bool,
+           method: str | None = None) -> str:
     diff = ", ".join(diff_fields) or "unspecified fields"
     clause = _VERDICT_CLAUSE[verdict].format(diff=diff, reason=reason or "replay not run")
+    if method == TEACHER_FORCED and verdict != NOT_RUN:
+        clause = clause.replace(
+            "an independent replay",
+            "an independent teacher-forced replay (every recorded token re-derived from the "
+            "model's logits in one forward pass, not regenerated)")
     parts = [f"{BASE_CLAIM}, {clause}."]
     if simulated_tee:
         parts.append("The TEE is simulated: no hardware protects the run.")

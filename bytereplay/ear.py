@@ -14,7 +14,7 @@ from typing import Any
 
 from bytereplay import __version__
 from bytereplay.ar4si import CLAIMS, STATUS_RANK, status_of
-from bytereplay.claims import VERDICTS
+from bytereplay.claims import FULL, REPLAY_METHODS, VERDICTS
 from bytereplay.encoding import HASH_RE
 from bytereplay.errors import ResultError, SignatureError
 from bytereplay.jose import parse_unverified, sign_jwt
@@ -190,6 +190,10 @@ def check_extensions(ear: Ear) -> None:
             isinstance(d, dict) and isinstance(d.get("field"), str) for d in diff),
             REPLAY, "environment_diff must be a list of {field, recorded, replayed}")
         _expect(_is_text_or_none(rep.get("reason")), REPLAY, "reason must be text")
+        _expect(rep.get("method", FULL) in REPLAY_METHODS, REPLAY,
+                f"method must be one of {', '.join(REPLAY_METHODS)}")
+        _expect(rep.get("bitwise") in (None, True, False), REPLAY,
+                "bitwise must be a boolean or null")
     if PREFLIGHT in ext:
         pre = ext[PREFLIGHT]
         _expect(isinstance(pre, dict), PREFLIGHT, "must be an object")

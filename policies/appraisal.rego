@@ -36,6 +36,10 @@
 #   preflight              {"complete": bool, "missing": [field], "missing_before_replay": [field]}
 #   request                "ok" | "differs" | "missing" | "not-run"
 #   replay.verdict         "match" | "match-portable" | "mismatch" | "inconclusive" | "not-run"
+#   replay.method          "full" | "teacher-forced": how the verdict was reached (either
+#                          affirms executables; relying-party policies may require "full")
+#   replay.bitwise         true | false | null: teacher-forced, prefill logits equalled the
+#                          decode logits bit for bit where measured (null: not measured)
 #   external               {service name: "ok" | "failed"}
 
 package bytereplay.appraisal
@@ -250,6 +254,11 @@ reasons contains concat("", ["run record lacks before-replay items: ", concat(",
 reasons contains "recorded request differs from the run record" if input.request == "differs"
 
 reasons contains sprintf("replay verdict: %s", [input.replay.verdict]) if {
+	input.replay.verdict in {"mismatch", "inconclusive"}
+}
+
+reasons contains sprintf("replay verdict %s by teacher forcing", [input.replay.verdict]) if {
+	input.replay.method == "teacher-forced"
 	input.replay.verdict in {"mismatch", "inconclusive"}
 }
 

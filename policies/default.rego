@@ -38,7 +38,11 @@
 #           "vector": {claim: int}, "tiers": {claim: tier}, "policy_id": text|null,
 #           "verifier_id": {...}, "verdict": "match"|"match-portable"|"mismatch"|
 #           "inconclusive"|"not-run"|null, "environment_diff": [{"field", "recorded", "replayed"}],
-#           "replay_reason": text, "preflight": {"complete": bool|null, "missing": [text]},
+#           "replay_reason": text, "replay_method": "full"|"teacher-forced"|null (null: no
+#           replay claim; a claim without a method predates teacher forcing and reads "full"),
+#           "replay_bitwise": bool|null (teacher-forced: prefill logits equalled decode logits
+#           bit for bit where the verifier measured them; null: not measured),
+#           "preflight": {"complete": bool|null, "missing": [text]},
 #           "tee": {"provider": text|null, "simulated": bool, "hardware": bool,
 #                   "scheme": text|null, "tcb_status": text|null, "root": text|null,
 #                   "test_root": bool}|null,
@@ -192,6 +196,11 @@ notes contains "no nonce was expected: freshness rests on iat alone" if {
 notes contains concat("", ["the TEE was verified to a TEST ROOT (", input.ear.tee.root, "), not to a vendor root"]) if {
 	verified
 	input.ear.tee.test_root == true
+}
+
+notes contains "replay by teacher forcing: every recorded token was re-derived from the model's logits in one forward pass (not regenerated); accepted by this policy" if {
+	verified
+	input.ear.replay_method == "teacher-forced"
 }
 
 decision := {

@@ -10,6 +10,9 @@
 #   - the EAR status is affirming (every claim affirming or no claim; no warning);
 #   - the TEE is hardware-backed: a simulated TEE, or a result naming no TEE, is refused;
 #   - the replay verdict is `match`: same determinism-relevant environment, same bytes;
+#   - the replay method is `full`, or `teacher-forced` with a measured bitwise agreement
+#     between prefill and decode logits (`replay_bitwise` true); a teacher-forced match
+#     without it rests on a tolerance, which this policy does not accept;
 #   - the run record is complete: the preflight report lists no missing field;
 #   - every verifier check step reads "ok".
 # DENIES everything else, naming each reason (several reasons are listed when several fail).
@@ -33,7 +36,11 @@
 #           "vector": {claim: int}, "tiers": {claim: tier}, "policy_id": text|null,
 #           "verifier_id": {...}, "verdict": "match"|"match-portable"|"mismatch"|
 #           "inconclusive"|"not-run"|null, "environment_diff": [{"field", "recorded", "replayed"}],
-#           "replay_reason": text, "preflight": {"complete": bool|null, "missing": [text]},
+#           "replay_reason": text, "replay_method": "full"|"teacher-forced"|null (null: no
+#           replay claim; a claim without a method predates teacher forcing and reads "full"),
+#           "replay_bitwise": bool|null (teacher-forced: prefill logits equalled decode logits
+#           bit for bit where the verifier measured them; null: not measured),
+#           "preflight": {"complete": bool|null, "missing": [text]},
 #           "tee": {"provider": text|null, "simulated": bool, "hardware": bool,
 #                   "scheme": text|null, "tcb_status": text|null, "root": text|null,
 #                   "test_root": bool}|null,
@@ -124,6 +131,12 @@ deny_reasons contains sprintf("verdict %s: this policy accepts only match", [inp
 deny_reasons contains "no replay verdict: this policy accepts only match" if {
 	verified
 	input.ear.verdict == null
+}
+
+deny_reasons contains "replay method teacher-forced without a measured bitwise agreement between prefill and decode: this policy requires a full replay or a bitwise one" if {
+	verified
+	input.ear.replay_method == "teacher-forced"
+	input.ear.replay_bitwise != true
 }
 
 deny_reasons contains "no TEE: the result names no TEE; this policy requires a hardware TEE" if {

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bytereplay.ar4si import tier
-from bytereplay.claims import NOT_COVERED, NOT_RUN, build_claim
+from bytereplay.claims import FULL, NOT_COVERED, NOT_RUN, build_claim
 from bytereplay.ear import (
     CHECKS,
     MAX_EAR_BYTES,
@@ -172,6 +172,9 @@ def _ear_document(ear: Ear) -> dict[str, Any]:
             for d in rep.get("environment_diff", [])
         ],
         "replay_reason": rep.get("reason") or "no reason given",
+        # A replay claim without a method predates teacher forcing: it was a full replay.
+        "replay_method": rep.get("method", FULL) if rep else None,
+        "replay_bitwise": rep.get("bitwise") if isinstance(rep.get("bitwise"), bool) else None,
         "preflight": {"complete": pre.get("complete"), "missing": list(pre.get("missing", []))},
         "tee": None if tee is None else {
             "provider": tee.get("provider"),
@@ -321,6 +324,7 @@ def _claim(doc: Mapping[str, Any] | None, checks: Mapping[str, Mapping[str, Any]
         reason=reason,
         simulated_tee=bool(tee.get("simulated")),
         preflight_known=doc["preflight"]["complete"] is not None,
+        method=doc.get("replay_method"),
     )
 
 

@@ -69,8 +69,12 @@ def make_claims(
     checks: Mapping[str, str] | None = None,
     naming: str = "veraison",
     extra: Mapping[str, Any] | None = None,
+    method: str | None = None,
+    bitwise: bool | None = None,
 ) -> dict[str, Any]:
-    """EAR claims as the verifier builds them. `vector` overrides the derived one."""
+    """EAR claims as the verifier builds them. `vector` overrides the derived one;
+    `method` / `bitwise` set the replay's method and measured bitwise agreement (left out
+    when None, as an older verifier leaves them out)."""
     hw = (not simulated) if hardware is None else hardware
     if vector is None:
         vector = {
@@ -97,6 +101,10 @@ def make_claims(
             ],
             "reason": reason,
         }
+        if method is not None:
+            ext[REPLAY]["method"] = method
+        if bitwise is not None:
+            ext[REPLAY]["bitwise"] = bitwise
     if tee:
         ext[TEE] = {"provider": provider or ("simulated" if simulated else "tsm"),
                     "simulated": simulated, "hardware": hw}

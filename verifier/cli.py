@@ -92,7 +92,8 @@ def render(result_json: dict[str, Any], claims: dict[str, Any]) -> str:
     vector = sub.get("ear.trustworthiness-vector") or sub.get("ear_trustworthiness_vector") or {}
     lines = [f"status: {result_json['status']}"]
     replay = result_json["replay"]
-    lines.append(f"replay: {replay.get('verdict')}" +
+    method = replay.get("method") if replay.get("verdict") != "not-run" else None
+    lines.append(f"replay: {replay.get('verdict')}" + (f" by {method}" if method else "") +
                  (f" ({replay['reason']})" if replay.get("reason") else ""))
     for diff in replay.get("environment_diff", []):
         lines.append(f"  differs: {diff['field']}: recorded {diff['recorded']!r}, "

@@ -96,6 +96,10 @@ class VerifierConfig:
     controls: bool = True
     replay_workers: int = 1
     replay_queue: int = 64
+    replay_method: str = "teacher-forced-then-full"
+    replay_tolerance: float = 1e-3
+    replay_chunk: int = 256
+    replay_calibrate: bool = True
 
     @property
     def store_path(self) -> Path:
@@ -151,6 +155,15 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "controls": ((bool,), "determinism controls on during replay (default true)"),
     "replay_workers": ((int,), "replay worker threads (default 1)"),
     "replay_queue": ((int,), "most replays waiting; beyond it /v1/verify answers 503 (default 64)"),
+    "replay_method": ((str,), "'teacher-forced-then-full' (default: one forward pass over the "
+                              "recorded tokens, a full replay only where that is not match), "
+                              "'teacher-forced' or 'full' (regenerate token by token)"),
+    "replay_tolerance": ((int, float), "largest |prefill - decode| logit difference allowed for: "
+                                       "a teacher-forced disagreement within it is inconclusive, "
+                                       "beyond it mismatch (default 0.001)"),
+    "replay_chunk": ((int,), "tokens per teacher-forced forward pass (default 256)"),
+    "replay_calibrate": ((bool,), "measure prefill against decode once per loaded model, "
+                                  "reported as the replay's bitwise fact (default true)"),
 }
 
 _EXTERNAL_KEYS = {f.name for f in dataclasses.fields(ExternalService)}
@@ -283,6 +296,8 @@ def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> Veri
         kwargs["external"] = _external(base, kwargs["external"])
     if "tee" in kwargs:
         kwargs["tee"] = _tee(base, kwargs["tee"])
+    if "replay_tolerance" in kwargs:
+        kwargs["replay_tolerance"] = float(kwargs["replay_tolerance"])
     for key in ("nonce_ttl_s", "result_ttl_s"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
@@ -309,6 +324,20 @@ def validate(cfg: VerifierConfig) -> None:
     for key in ("threads", "replay_workers", "replay_queue"):
         if getattr(cfg, key) < 1:
             raise UsageError(f"{key} must be at least 1")
+    validate_replay(cfg)
+
+
+REPLAY_METHODS = ("full", "teacher-forced", "teacher-forced-then-full")
+
+
+def validate_replay(cfg: VerifierConfig) -> None:
+    if cfg.replay_method not in REPLAY_METHODS:
+        raise UsageError(f"replay_method must be one of {list(REPLAY_METHODS)}")
+    tol = cfg.replay_tolerance
+    if not isinstance(tol, (int, float)) or tol != tol or not 0 <= tol <= 1:
+        raise UsageError("replay_tolerance must be a number in 0..1")
+    if cfg.replay_chunk < 1:
+        raise UsageError("replay_chunk must be at least 1")
 
 
 def load(home: Home, path: str | Path | None = None) -> VerifierConfig:

@@ -291,7 +291,8 @@ def step_replay(a: Appraisal, replayer: Replayer | None) -> None:
     else:
         a.replay = replayer.replay(a.decoded.request, a.decoded.record)
     outcome = a.replay
-    a.facts["replay"] = {"verdict": outcome.verdict}
+    a.facts["replay"] = {"verdict": outcome.verdict, "method": outcome.method,
+                         "bitwise": outcome.bitwise_equal}
     a.facts["request"] = outcome.facts.get("request", "not-run")
     if outcome.verdict in (MATCH, MATCH_PORTABLE):
         a.checks["replay"] = OK
@@ -340,7 +341,8 @@ STEPS: tuple[Step, ...] = (
     Step("external", lambda: {"external": {}},
          lambda v, a, i: step_external(a, v.external, i.external_tokens)),
     # Runs in `finish` (on a replay worker when asynchronous), after the steps above.
-    Step("replay", lambda: {"request": "not-run", "replay": {"verdict": NOT_RUN}},
+    Step("replay", lambda: {"request": "not-run",
+                            "replay": {"verdict": NOT_RUN, "method": None, "bitwise": None}},
          lambda v, a, i: step_replay(a, v.replayer)),
 )
 BEFORE_REPLAY = tuple(s for s in STEPS if s.name != "replay")
@@ -390,7 +392,11 @@ class Verifier:
         self.replayer: Replayer | None = None
         if config.replay:
             settings = ReplaySettings(config.model_dir, config.device, config.dtype,
-                                      config.threads, config.controls)
+                                      config.threads, config.controls,
+                                      method=config.replay_method,
+                                      tolerance=config.replay_tolerance,
+                                      chunk=config.replay_chunk,
+                                      calibrate=config.replay_calibrate)
             self.replayer = Replayer(settings, cache_file=config.home.root / DIGEST_CACHE_FILE,
                                      engine_factory=engine_factory)
         self.store: Store = store or open_store(

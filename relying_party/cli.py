@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from bytereplay.eat import decode_nonce
 from bytereplay.errors import BytereplayError, UsageError
+from bytereplay.files import read_bounded
 from bytereplay.home import Home
 from bytereplay.jwks import KeySet
 from bytereplay.keys import load_or_create_key
@@ -27,17 +27,7 @@ MAX_OUTPUT_BYTES = 256 * 1024 * 1024
 
 
 def _read(name: str, what: str, limit: int) -> bytes:
-    try:
-        if name == "-":
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            with open(name, "rb") as fh:
-                data = fh.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {name}: {exc.strerror}") from None
-    if len(data) > limit:
-        raise UsageError(f"{what} {name} is larger than {limit} bytes")
-    return data
+    return read_bounded(name, what, limit)
 
 
 def _verifier_keys(args: argparse.Namespace) -> tuple[KeySet, str]:

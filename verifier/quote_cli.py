@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bytereplay.errors import QuoteError, UsageError
+from bytereplay.files import read_bounded
 from verifier.tee.base import SchemeTrust
 
 MAX_FILE = 1 << 20
@@ -38,14 +39,7 @@ KINDS = ("tdx", "snp")
 
 
 def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE:
-        raise UsageError(f"{what} {path} is over {MAX_FILE} bytes")
-    return data
+    return read_bounded(path, what, MAX_FILE)
 
 
 def parse_at(text: str | None) -> datetime:

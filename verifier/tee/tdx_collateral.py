@@ -44,6 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from bytereplay.errors import QuoteError
+from bytereplay.files import read_bounded
 
 FIELDS = ("pck_crl_issuer_chain", "root_ca_crl", "pck_crl", "tcb_info_issuer_chain", "tcb_info",
           "tcb_info_signature", "qe_identity_issuer_chain", "qe_identity", "qe_identity_signature")
@@ -207,14 +208,7 @@ class _Answer:
 
 
 def _read_file(path: Path) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_COLLATERAL + 1)
-    except OSError as exc:
-        raise QuoteError(f"tdx collateral {path}: {exc.strerror}") from None
-    if len(data) > MAX_COLLATERAL:
-        raise QuoteError(f"tdx collateral {path} is over 1 MiB")
-    return data
+    return read_bounded(path, "tdx collateral", MAX_COLLATERAL, error=QuoteError)
 
 
 class CollateralSource:

@@ -18,3 +18,14 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp.setenv("BYTEREPLAY_HOME", str(home))
     yield home
     mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fixture_model_by_default() -> Iterator[None]:
+    """The default model is SmolLM2 (attester/gguf_model.py): 20 s to load. The suite
+    runs on the 2M-parameter fixture model unless a test is about SmolLM2 (those unset
+    this, or name the model)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BYTEREPLAY_MODEL", str(FIXTURES / "model"))
+    yield
+    mp.undo()

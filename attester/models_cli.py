@@ -35,10 +35,22 @@ def describe(path: Path, source: str) -> dict[str, Any]:
             "bytes": sum(f.size for f in list_model_files(path)), "source": source}
 
 
-def _below(root: Path) -> list[Path]:
-    from verifier.replay import _candidates
+def _below(root: Path, max_depth: int = 5) -> list[Path]:
+    """Hugging Face directories (config.json) and .gguf files below `root`, as the
+    verifier's model index finds them (verifier/replay.py; attester cannot import it)."""
+    import os
 
-    return _candidates(root)
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        if "config.json" in filenames:
+            out.append(here)
+            dirnames[:] = []
+            continue
+        out.extend(here / f for f in sorted(filenames) if f.lower().endswith(".gguf"))
+        depth = len(here.relative_to(root).parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < max_depth else []
+    return out
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -177,9 +177,24 @@ def load_gguf(path: Path, dtype: Any, dtype_kwarg: str) -> LoadedModel:
         raise ModelDirError(f"loading {path.name} needs {' and '.join(missing)}: {LOADING_HINT}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_gguf_progress()
     folder, name = str(path.parent), path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True,
                                               trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True,
                                                  trust_remote_code=False, **{dtype_kwarg: dtype})
     return LoadedModel(tokenizer=tokenizer, model=model)
+
+
+def _quiet_gguf_progress() -> None:
+    """transformers draws its GGUF conversion bar with tqdm directly, past its own
+    progress-bar switch; the engine reports progress itself ("dequantising")."""
+    import functools
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as conv
+    except ImportError:  # another transformers layout: a progress bar is only noise
+        return
+    bar = getattr(conv, "tqdm", None)
+    if bar is not None and not isinstance(bar, functools.partial):
+        setattr(conv, "tqdm", functools.partial(bar, disable=True))  # noqa: B010

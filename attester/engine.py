@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attester import controls, environment
+from attester import chat, controls, environment, gguf_model
 from attester.decode import (
     DecodePolicy,
     InferenceError,
@@ -31,7 +31,7 @@ from attester.decode import (
     decode_loop,
     validate_policy,
 )
-from attester.model_digest import ModelDirError, model_digest, snapshot
+from attester.model_digest import ModelDirError, file_snapshot, model_digest_cached, snapshot
 from bytereplay import __version__
 from bytereplay.encoding import OCI_DIGEST_RE, sha256_tag
 from bytereplay.errors import BytereplayError, UsageError
@@ -70,7 +70,7 @@ class InferenceRequest:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    model_dir: Path | None = None  # None => fixtures/model shipped in the repo
+    model_dir: Path | None = None  # None => gguf_model.default_model_path() (SmolLM2)
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 1
@@ -87,6 +87,7 @@ class InferenceResult:
     token_ids: tuple[int, ...]
     record: RunRecord
     finish_reason: str = "length"  # "length", "eos" or "stop"
+    prompt_tokens: int = 0  # the prompt's token count (OpenAI `usage`)
 
 
 def find_default_model_dir() -> Path:
@@ -187,8 +188,9 @@ class Engine:
         _validate_settings(settings)
         self.settings = settings
         say: Progress = progress or (lambda _msg: None)
-        model_dir = Path(settings.model_dir) if settings.model_dir else find_default_model_dir()
+        model_dir = Path(settings.model_dir) if settings.model_dir else gguf_model.default_model_path()
         self.model_dir = model_dir
+        gguf = gguf_model.gguf_file(model_dir)  # None: a Hugging Face directory
         self._control_key = controls.ControlKey(
             settings.controls, settings.threads if settings.controls else None
         )
@@ -202,37 +204,44 @@ class Engine:
             controls.ensure(self._control_key)
 
         say(f"model: hashing {model_dir}")
-        before = snapshot(model_dir)
-        self.model_digest: str = model_digest(model_dir, progress=progress)
-        self.model_id: str = model_id_for(model_dir)
+        before = file_snapshot(gguf) if gguf else snapshot(model_dir)
+        self.model_digest: str = (gguf_model.gguf_digest(gguf, progress) if gguf
+                                  else model_digest_cached(model_dir, progress=progress))
+        self.model_id: str = gguf_model.model_id(gguf) if gguf else model_id_for(model_dir)
 
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = getattr(torch, settings.dtype)
         try:
             with _quiet_transformers():
-                say("model: loading tokenizer")
-                self.tokenizer = AutoTokenizer.from_pretrained(
-                    str(model_dir), local_files_only=True, trust_remote_code=False
-                )
-                say(f"model: loading weights ({settings.dtype})")
-                model = AutoModelForCausalLM.from_pretrained(
-                    str(model_dir),
-                    local_files_only=True,
-                    trust_remote_code=False,
-                    **{_dtype_kwarg(): dtype},
-                )
+                if gguf is not None:
+                    say(f"model: loading and dequantising {gguf.name} ({settings.dtype})")
+                    loaded_gguf = gguf_model.load_gguf(gguf, dtype, _dtype_kwarg())
+                    self.tokenizer, model = loaded_gguf.tokenizer, loaded_gguf.model
+                else:
+                    say("model: loading tokenizer")
+                    self.tokenizer = AutoTokenizer.from_pretrained(
+                        str(model_dir), local_files_only=True, trust_remote_code=False
+                    )
+                    say(f"model: loading weights ({settings.dtype})")
+                    model = AutoModelForCausalLM.from_pretrained(
+                        str(model_dir),
+                        local_files_only=True,
+                        trust_remote_code=False,
+                        **{_dtype_kwarg(): dtype},
+                    )
         except BytereplayError:
             raise
         except Exception as exc:
             raise ModelDirError(f"cannot load the model from {model_dir}: {exc}") from None
+        self.chat_template: str = chat.model_template(self.tokenizer)
         loaded = {p.dtype for p in model.parameters() if p.is_floating_point()}
         if dtype not in loaded:  # some models keep a few modules in float32 on purpose
             raise ModelDirError(f"weights loaded as {sorted(map(str, loaded))}, not {settings.dtype}")
         self.device = torch.device(kind if index is None else f"{kind}:{index}")
         say(f"model: moving to {self.device}")
         self.model = model.to(self.device).eval()
-        if snapshot(model_dir) != before:
+        if (file_snapshot(gguf) if gguf else snapshot(model_dir)) != before:
             raise ModelDirError("the model directory changed while it was loaded; try again")
 
         params = inspect.signature(self.model.forward).parameters
@@ -271,6 +280,9 @@ class Engine:
             determinism=determinism,
             container_digest=settings.container_digest,
         )
+        # The GGUF reader's version decides the dequantised weights: replay-relevant.
+        framework = dict(self._static_env.get("framework") or {})  # type: ignore[call-overload]
+        self._static_env["framework"] = {**framework, **gguf_model.framework_versions()}
         self.environment: dict[str, object] = {
             "runtime": {"name": "bytereplay", "version": __version__},
             "model": {"id": self.model_id, "digest": self.model_digest},
@@ -333,18 +345,23 @@ class Engine:
             raise RequestError("template must be a string")
         if len(request.template) > MAX_TEMPLATE_CHARS:
             raise RequestError(f"template longer than {MAX_TEMPLATE_CHARS} characters")
-        if INPUT_MARK not in request.template:
-            raise RequestError("template must contain '{input}' where the input goes")
         _utf8(request.input, "input")
         _utf8(request.template, "template")
+        if chat.is_chat(request.template):  # messages + this model's chat template
+            if request.template != self.chat_template:
+                raise chat.TemplateMismatch(
+                    "setup change: prompt template: the request's chat template "
+                    f"({chat.template_hash(request.template)}) is not this model's "
+                    f"({chat.template_hash(self.chat_template)})")
+            chat.parse_canonical(request.input)
         policy = validate_policy(request.decode)
         if policy is not request.decode:
             request = InferenceRequest(request.input, request.template, policy)
         return request
 
-    def _encode(self, prompt: str) -> list[int]:
+    def _encode(self, prompt: str, special: bool = True) -> list[int]:
         with self._tok_lock:
-            ids = [int(t) for t in self.tokenizer(prompt, add_special_tokens=True)["input_ids"]]
+            ids = [int(t) for t in self.tokenizer(prompt, add_special_tokens=special)["input_ids"]]
         if not ids:
             if self._fallback_bos is None:
                 raise RequestError("the prompt is empty and the tokenizer has no BOS token")
@@ -521,7 +538,18 @@ class Engine:
             token_ids=out.token_ids,
             record=record,
             finish_reason=out.finish_reason,
+            prompt_tokens=len(prompt_ids),
         )
+
+    def prompt_ids(self, request: InferenceRequest) -> list[int]:
+        """The prompt's token ids: the text template filled in, or the messages rendered by
+        the chat template (whose output already holds its special tokens)."""
+        if chat.is_chat(request.template):
+            messages = chat.parse_canonical(request.input)
+            with self._tok_lock:
+                prompt = chat.render(self.tokenizer, messages, request.template)
+            return self._encode(prompt, special=False)
+        return self._encode(request.template.replace(INPUT_MARK, request.input))
 
     @staticmethod
     def _appraisal_fields(

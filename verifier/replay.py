@@ -228,8 +228,10 @@ def decode_settings(request: Mapping[str, Any], record: RunRecord) -> dict[str, 
 
 
 def _candidates(root: Path) -> list[Path]:
-    """Model directories (those holding config.json) at or below `root`."""
+    """Model directories (those holding config.json) and GGUF files at or below `root`."""
     out: list[Path] = []
+    if root.is_file() and root.suffix.lower() == ".gguf":
+        return [root]
     if not root.is_dir():
         return out
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -239,6 +241,7 @@ def _candidates(root: Path) -> list[Path]:
             out.append(here)
             dirnames[:] = []  # a model directory's subfolders belong to it
             continue
+        out.extend(here / f for f in sorted(filenames) if f.lower().endswith(".gguf"))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) \
             if depth < MAX_SCAN_DEPTH else []
     return out
@@ -279,6 +282,10 @@ class ModelIndex:
     def _digest(self, path: Path) -> str:
         from attester.model_digest import model_digest, snapshot
 
+        if path.is_file():  # a GGUF file: the digest is its plain SHA-256
+            from attester.gguf_model import gguf_digest
+
+            return gguf_digest(path)
         snap = [list(s) for s in snapshot(path)]
         key = str(path.resolve())
         hit = self._cache.get(key)

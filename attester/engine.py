@@ -411,9 +411,10 @@ class Engine:
 
     def prompt_ids(self, request: InferenceRequest) -> list[int]:
         """The engine's own rendering of `request` as token ids: the template filled in,
-        tokenised as `generate` does it (RequestError when it does not fit the context)."""
+        or the chat messages rendered by the model's template (`_render_ids`), tokenised as
+        `generate` does it (RequestError when it does not fit the context)."""
         request = self.validate(request)
-        prompt_ids = self._encode(request.template.replace(INPUT_MARK, request.input))
+        prompt_ids = self._render_ids(request)
         n = request.decode.max_new_tokens
         if self._max_positions and len(prompt_ids) + n > self._max_positions:
             raise RequestError(
@@ -541,7 +542,7 @@ class Engine:
             prompt_tokens=len(prompt_ids),
         )
 
-    def prompt_ids(self, request: InferenceRequest) -> list[int]:
+    def _render_ids(self, request: InferenceRequest) -> list[int]:
         """The prompt's token ids: the text template filled in, or the messages rendered by
         the chat template (whose output already holds its special tokens)."""
         if chat.is_chat(request.template):

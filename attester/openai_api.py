@@ -58,15 +58,15 @@ from attester import chat
 from attester.evidence import (
     build_claims,
     encode,
-    evidence_text,
     expected_report_data,
     measurements_for,
     request_claim,
 )
-from attester.http import read_json_body
 from bytereplay import __version__, eat
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import BytereplayError, UsageError
+from bytereplay.evidence import evidence_text
+from bytereplay.web.http import read_json_body
 
 if TYPE_CHECKING:
     from attester.engine import Engine, InferenceResult

@@ -194,7 +194,7 @@ def test_without_a_nonce_the_evidence_says_none_was_bound(
 def test_chat_record_hashes_canonical_messages_and_the_template(
         stack: tuple[openai.OpenAI, Any, str]) -> None:
     from attester import chat
-    from attester.evidence import decode_evidence
+    from bytereplay.evidence import decode_evidence
 
     client, _verifier, model = stack
     c = client.chat.completions.create(model=model, messages=MESSAGES,  # type: ignore[arg-type]

@@ -31,10 +31,10 @@ from attester.decode import (
     decode_loop,
     validate_policy,
 )
-from attester.model_digest import ModelDirError, file_snapshot, model_digest_cached, snapshot
+from attester.model_digest import file_snapshot, model_digest_cached, snapshot
 from bytereplay import __version__
 from bytereplay.encoding import OCI_DIGEST_RE, sha256_tag
-from bytereplay.errors import BytereplayError, UsageError
+from bytereplay.errors import BytereplayError, ModelDirError, UsageError
 from bytereplay.record import RunRecord
 from bytereplay.request import DEFAULT_TEMPLATE, INPUT_MARK, MAX_TEMPLATE_CHARS
 

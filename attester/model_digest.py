@@ -30,20 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bytereplay.errors import UsageError
+from bytereplay.errors import ModelDirError
 
 DIGEST_DOMAIN = b"bytereplay/model-digest/v1\0"
 CHUNK = 1 << 20
 STDERR_PROGRESS_MIN_BYTES = 256 << 20
 
 Progress = Callable[[str], None]
-
-
-class ModelDirError(UsageError, ValueError):
-    """The model directory is missing, empty, unreadable or changed while being read."""
-
-    problem = "model-dir"
-    title = "Model directory error"
 
 
 @dataclass(frozen=True)

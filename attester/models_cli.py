@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from attester import gguf_model
-from attester.model_digest import ModelDirError, list_model_files, model_digest_cached
+from attester.model_digest import list_model_files, model_digest_cached
+from bytereplay.errors import ModelDirError
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "model"
 

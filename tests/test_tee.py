@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 import struct
+import subprocess
 import sys
 import threading
 import types
@@ -400,6 +401,15 @@ def test_attester_config_tdx_collateral(tmp_path: Path) -> None:
                              tdx_collateral_cache=config.collateral_cache(home))
     assert isinstance(provider, TsmProvider) and provider.collateral is not None
     assert provider.collateral.cache_dir == tmp_path / "tdx-collateral"
+
+
+def test_the_tsm_provider_needs_no_dcap_qvl() -> None:
+    """The attester extra has no dcap-qvl: capture and collateral fetch import neither it
+    nor the verifier."""
+    code = ("import sys, attester.tee.tsm, attester.config; "
+            "print(sorted(m for m in sys.modules if m == 'dcap_qvl' or m.startswith('verifier')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- nvidia ---------------------------------------------------------------------------

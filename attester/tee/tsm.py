@@ -120,18 +120,17 @@ class TsmProvider:
             if auxblob:
                 quote["auxblob"] = b64url_encode(auxblob)
             if quote["tee"] == "tdx" and self.collateral is not None:
-                quote["collateral"] = self._collateral_for(outblob)
+                quote["collateral"] = self._collateral_for(self.collateral, outblob)
             return quote
         raise ProviderUnavailable(f"configfs-tsm: {last}; gave up after {ATTEMPTS} attempts")
 
-    def _collateral_for(self, outblob: bytes) -> dict[str, str]:
+    def _collateral_for(self, source: CollateralSource, outblob: bytes) -> dict[str, str]:
         """The collateral for this TDX quote's platform, fresh now (cache first)."""
-        assert self.collateral is not None
         try:
             fmspc, ca = quote_fmspc_and_ca(outblob)
-            found = self.collateral.get(fmspc, self.clock(), ca)
+            found = source.get(fmspc, self.clock(), ca)
         except QuoteError as exc:
-            raise ProviderUnavailable(f"tdx collateral from {self.collateral.url}: "
+            raise ProviderUnavailable(f"tdx collateral from {source.url}: "
                                       f"{exc.detail}") from None
         return found.as_json()
 

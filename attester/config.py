@@ -10,6 +10,8 @@
         "evidence_format": "jwt",           # default when a request names none
         "key_alg": "ES256",                 # evidence key algorithm on first start
         "tsm_root": "/sys/kernel/config/tsm/report",
+        "tdx_collateral_url": null,         # Intel PCS / PCCS v4 base URL: tsm TDX quotes carry collateral
+        "tdx_collateral_cache": null,       # its disk cache; null: <home>/tdx-collateral
         "nvidia_device": 0,
         "max_body_bytes": 65536, "max_input_chars": 8192,
         "max_new_tokens": 256, "max_pending": 8
@@ -52,6 +54,8 @@ class AttesterConfig:
     evidence_format: str = "jwt"
     key_alg: str = "ES256"
     tsm_root: str | None = None
+    tdx_collateral_url: str | None = None
+    tdx_collateral_cache: str | None = None
     nvidia_device: int = 0
     max_body_bytes: int = 64 * 1024
     max_input_chars: int = 8192
@@ -86,6 +90,12 @@ class AttesterConfig:
     def model_path(self) -> Path | None:
         return Path(self.model_dir).expanduser() if self.model_dir else None
 
+    def collateral_cache(self, home: Home) -> Path:
+        """Where the tsm provider caches TDX collateral (`tdx_collateral_cache` or the home's)."""
+        if self.tdx_collateral_cache:
+            return Path(self.tdx_collateral_cache).expanduser()
+        return home.tdx_collateral
+
 
 def _validate(c: AttesterConfig) -> None:
     def text(name: str, value: Any, optional: bool = True) -> None:
@@ -106,8 +116,12 @@ def _validate(c: AttesterConfig) -> None:
     text("container_digest", c.container_digest)
     if c.container_digest is not None and not OCI_DIGEST_RE.match(c.container_digest):
         raise UsageError("container_digest: expected an OCI digest 'sha256:<64 hex>'")
-    for name in ("operator", "verifier_ref", "model_dir", "tsm_root"):
+    for name in ("operator", "verifier_ref", "model_dir", "tsm_root", "tdx_collateral_url",
+                 "tdx_collateral_cache"):
         text(name, getattr(c, name))
+    if c.tdx_collateral_url is not None and not c.tdx_collateral_url.startswith(
+            ("http://", "https://")):
+        raise UsageError("tdx_collateral_url: expected an http:// or https:// PCS/PCCS base URL")
     text("device", c.device, optional=False)
     choice("dtype", c.dtype, DTYPES)
     bounded("threads", c.threads, 1, 1024)

@@ -169,7 +169,8 @@ class Attester:
         self.key = key or load_or_create_key(home.attester_key, config.key_alg)
         self.provider = provider or make_provider(
             config.provider, simulated_dir=home.simulated_ca, tsm_root=config.tsm_root,
-            nvidia_device=config.nvidia_device)
+            nvidia_device=config.nvidia_device, tdx_collateral_url=config.tdx_collateral_url,
+            tdx_collateral_cache=config.collateral_cache(home))
         self.engine: Engine | None = engine
         self.load_error: str | None = None
         self._pending = 0

@@ -48,6 +48,11 @@ class Home:
         return self.root / "simulated-tee"
 
     @property
+    def tdx_collateral(self) -> Path:
+        """The attester's TDX collateral cache (`tdx_collateral_url` answers)."""
+        return self.root / "tdx-collateral"
+
+    @property
     def store(self) -> Path:
         return self.root / "verifier.sqlite3"
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 import struct
+import subprocess
 import sys
 import threading
 import types
@@ -18,11 +19,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fake_tsm import TestRootKernel
+from loopback_pcs import LoopbackPcs
 from quote_helpers import Trusts, all_trusts, sim_trusts
 from quote_helpers import verify as verify_quote
 from snp_test_root import SnpTestRoot
 from tdx_test_root import TdxTestRoot
 
+from attester.config import AttesterConfig
 from attester.tee import make_provider
 from attester.tee.nvidia import NvidiaProvider, gpu_nonce
 from attester.tee.simulated import (
@@ -36,6 +39,8 @@ from attester.tee.simulated import (
 from attester.tee.tsm import TsmProvider
 from bytereplay.encoding import b64url_decode, b64url_encode
 from bytereplay.errors import KeyConfigError, ProviderUnavailable, QuoteError, UsageError
+from bytereplay.home import Home
+from verifier.tee import base
 from verifier.tee.nvidia import REASON_NO_COLLATERAL
 from verifier.tee.simulated import load_ca_pem
 
@@ -295,6 +300,116 @@ def test_tsm_parse_refusals() -> None:
         verify_quote(q(b"x", "cca"), all_trusts(), RD)
     with pytest.raises(QuoteError, match="calls itself simulated"):
         verify_quote({**q(tdx_quote(RD)), "simulated": True}, all_trusts(), RD)
+
+
+# -- tsm: TDX collateral fetched by the attester (tdx_collateral_url) ----------------
+
+def _tdx_provider(tsm_root: Path, url: str | None, cache: Path | None) -> TsmProvider:
+    """A tsm provider on the TEST ROOT kernel whose clock reads the test root's time."""
+    return TsmProvider(tsm_root, fs=FakeKernel("tdx_guest"), collateral_url=url,
+                       collateral_cache=cache, clock=at)
+
+
+def test_tsm_tdx_quote_carries_collateral_from_a_pcs(tsm_root: Path, tmp_path: Path) -> None:
+    pcs = LoopbackPcs(dict(TDX_ROOT.collateral))
+    cache = tmp_path / "collateral-cache"
+    try:
+        quote = _tdx_provider(tsm_root, pcs.url + "/", cache).quote(RD, MEAS)
+        assert len(pcs.requests) == 4
+        assert any(f"fmspc={TDX_ROOT.fmspc.hex().upper()}" in r for r in pcs.requests)
+        assert any("ca=platform" in r for r in pcs.requests)
+    finally:
+        pcs.close()
+    assert quote["collateral"] == TDX_ROOT.collateral
+    assert (cache / f"tdx-platform-{TDX_ROOT.fmspc.hex().upper()}.json").is_file()
+    # The verifier, configured with no collateral source of its own, uses the quote's.
+    trusts = {"tdx": TDX_ROOT.trust(collateral=None)}
+    result = base.verify_quote(quote, trusts, RD, TDX_ROOT.at)
+    assert result.hardware and result.tcb_status == "UpToDate"
+    assert any("carried in the quote object" in r for r in result.reasons)
+    with pytest.raises(QuoteError, match="no tdx collateral"):
+        base.verify_quote({k: v for k, v in quote.items() if k != "collateral"}, trusts, RD,
+                          TDX_ROOT.at)
+    # A new provider (a restarted attester), the PCS gone: served from the disk cache.
+    again = _tdx_provider(tsm_root, pcs.url, cache).quote(RD, MEAS)
+    assert again["collateral"] == TDX_ROOT.collateral and len(pcs.requests) == 4
+    assert base.verify_quote(again, trusts, RD, TDX_ROOT.at).hardware
+
+
+def test_tsm_tdx_collateral_expired_in_the_cache_is_refetched(tsm_root: Path,
+                                                             tmp_path: Path) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    pcs = LoopbackPcs(TDX_ROOT.collateral_at(issued=t0, next_update=t0 + timedelta(days=30)))
+    now = [t0 + timedelta(days=1)]
+    provider = TsmProvider(tsm_root, fs=FakeKernel("tdx_guest"), collateral_url=pcs.url,
+                           collateral_cache=tmp_path, clock=lambda: now[0])
+    try:
+        provider.quote(RD, MEAS)
+        provider.quote(RD, MEAS)
+        assert len(pcs.requests) == 4  # fresh: no second fetch
+        t1 = t0 + timedelta(days=31)
+        pcs.collateral = TDX_ROOT.collateral_at(issued=t1, next_update=t1 + timedelta(days=30))
+        now[0] = t1 + timedelta(hours=1)
+        quote = provider.quote(RD, MEAS)
+        assert len(pcs.requests) == 8 and quote["collateral"] == pcs.collateral
+    finally:
+        pcs.close()
+
+
+def test_tsm_tdx_collateral_fetch_failure_is_provider_unavailable(tsm_root: Path,
+                                                                 tmp_path: Path) -> None:
+    pcs = LoopbackPcs(dict(TDX_ROOT.collateral), status=503)
+    try:
+        with pytest.raises(ProviderUnavailable, match=r"tdx collateral from http://127\.0\.0\.1:\d+: "
+                           r".*answered HTTP 503") as info:
+            _tdx_provider(tsm_root, pcs.url, tmp_path).quote(RD, MEAS)
+        assert "\n" not in info.value.detail
+    finally:
+        pcs.close()
+    assert list(tsm_root.iterdir()) == [] and list(tmp_path.glob("tdx-*.json")) == []
+    with pytest.raises(ProviderUnavailable, match=r"GET .* failed"):  # the PCS is gone
+        _tdx_provider(tsm_root, pcs.url, tmp_path).quote(RD, MEAS)
+    with pytest.raises(ProviderUnavailable, match="not an http"):
+        TsmProvider(tsm_root, collateral_url="/srv/collateral")
+
+
+def test_tsm_without_a_collateral_url_stores_none(tsm_root: Path, tmp_path: Path) -> None:
+    quote = _tdx_provider(tsm_root, None, tmp_path).quote(RD, MEAS)
+    assert "collateral" not in quote and list(tmp_path.iterdir()) == [tsm_root.parents[3]]
+    provider = make_provider("tsm", simulated_dir=tmp_path, tsm_root=tsm_root)
+    assert isinstance(provider, TsmProvider) and provider.collateral is None
+    # SEV-SNP quotes never fetch TDX collateral, even with a URL configured.
+    snp = TsmProvider(tsm_root, fs=FakeKernel("sev_guest"), collateral_url="http://127.0.0.1:9",
+                      collateral_cache=tmp_path / "c", clock=at).quote(RD, MEAS)
+    assert "collateral" not in snp and not (tmp_path / "c").exists()
+
+
+def test_attester_config_tdx_collateral(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    config = AttesterConfig.from_mapping({"provider": "tsm",
+                                          "tdx_collateral_url": "https://pccs.example:8081"})
+    assert config.tdx_collateral_url == "https://pccs.example:8081"
+    assert config.collateral_cache(home) == tmp_path / "tdx-collateral"
+    other = AttesterConfig.from_mapping({"tdx_collateral_cache": str(tmp_path / "x")})
+    assert other.tdx_collateral_url is None and other.collateral_cache(home) == tmp_path / "x"
+    with pytest.raises(UsageError, match=r"attester\.tdx_collateral_url: expected an http"):
+        AttesterConfig.from_mapping({"tdx_collateral_url": "/srv/collateral"})
+    with pytest.raises(UsageError, match=r"attester\.tdx_collateral_cache: expected non-empty"):
+        AttesterConfig.from_mapping({"tdx_collateral_cache": ""})
+    provider = make_provider("tsm", simulated_dir=tmp_path, tsm_root=tmp_path,
+                             tdx_collateral_url="http://127.0.0.1:9",
+                             tdx_collateral_cache=config.collateral_cache(home))
+    assert isinstance(provider, TsmProvider) and provider.collateral is not None
+    assert provider.collateral.cache_dir == tmp_path / "tdx-collateral"
+
+
+def test_the_tsm_provider_needs_no_dcap_qvl() -> None:
+    """The attester extra has no dcap-qvl: capture and collateral fetch import neither it
+    nor the verifier."""
+    code = ("import sys, attester.tee.tsm, attester.config; "
+            "print(sorted(m for m in sys.modules if m == 'dcap_qvl' or m.startswith('verifier')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- nvidia ---------------------------------------------------------------------------

@@ -8,11 +8,9 @@ times. No test reads the wall clock for validity; the only network is loopback.
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import struct
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,10 +20,12 @@ import dcap_qvl
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from loopback_pcs import LoopbackPcs
 from tdx_test_root import TdxTestRoot
 
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import QuoteError
+from bytereplay.tdx_collateral import quote_fmspc_and_ca
 from verifier.tee import base, tdx, tdx_collateral
 from verifier.tee.base import SchemeTrust
 
@@ -322,63 +322,8 @@ def test_collateral_from_a_single_file() -> None:
         tdx.verify_quote_bytes(_v4(), SchemeTrust(configured=True, collateral="/nonexistent"), AT)
 
 
-class _Pcs:
-    """A loopback PCS v4 serving one collateral object, counting requests."""
-
-    def __init__(self, collateral: dict[str, str]) -> None:
-        self.collateral = collateral
-        self.requests: list[str] = []
-        pcs = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                pcs.requests.append(self.path)
-                c = pcs.collateral
-                path = self.path.split("?")[0]
-                headers: dict[str, str] = {}
-                if path == "/sgx/certification/v4/pckcrl":
-                    body = bytes.fromhex(c["pck_crl"])
-                    headers["SGX-PCK-CRL-Issuer-Chain"] = _quote(c["pck_crl_issuer_chain"])
-                elif path == "/tdx/certification/v4/tcb":
-                    body = ('{"tcbInfo":' + c["tcb_info"] + ',"signature":"'
-                            + c["tcb_info_signature"] + '"}').encode()
-                    headers["TCB-Info-Issuer-Chain"] = _quote(c["tcb_info_issuer_chain"])
-                elif path == "/tdx/certification/v4/qe/identity":
-                    body = ('{"enclaveIdentity": ' + c["qe_identity"] + ', "signature": "'
-                            + c["qe_identity_signature"] + '"}').encode()
-                    headers["SGX-Enclave-Identity-Issuer-Chain"] = _quote(c["qe_identity_issuer_chain"])
-                elif path == "/sgx/certification/v4/rootcacrl":
-                    body = c["root_ca_crl"].encode()  # PCCS answers hex text
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _quote(text: str) -> str:
-    from urllib.parse import quote
-    return quote(text, safe="")
-
-
 def test_collateral_from_a_loopback_pcs_is_cached_on_disk(tmp_path: Path) -> None:
-    pcs = _Pcs(json.loads(COLLATERAL.read_text()))
+    pcs = LoopbackPcs(json.loads(COLLATERAL.read_text()))
     cache = tmp_path / "cache"
     trust = SchemeTrust(configured=True, collateral=pcs.url + "/", cache_dir=cache)
     try:
@@ -401,7 +346,7 @@ def test_an_expired_cache_entry_is_refetched(tmp_path: Path) -> None:
     root = TdxTestRoot()
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     first = root.collateral_at(issued=t0, next_update=t0 + timedelta(days=30))
-    pcs = _Pcs(first)
+    pcs = LoopbackPcs(first)
     trust = root.trust(collateral=pcs.url, cache_dir=tmp_path)
     quote = root.quote(NONCE_BINDING)
     try:
@@ -421,7 +366,7 @@ def test_an_expired_cache_entry_is_refetched(tmp_path: Path) -> None:
 
 
 def test_a_pcs_error_is_a_typed_refusal(tmp_path: Path) -> None:
-    pcs = _Pcs({})
+    pcs = LoopbackPcs({})
     try:
         trust = SchemeTrust(configured=True, collateral=pcs.url, cache_dir=tmp_path)
         with pytest.raises(QuoteError):
@@ -479,3 +424,29 @@ def test_the_root_ca_crl_comes_from_a_pccs_or_intels_distribution_point() -> Non
     assert pcs.root_ca_crl_url() == "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
     pccs = tdx_collateral.CollateralSource("https://pccs.example:8081")
     assert pccs.root_ca_crl_url() == "https://pccs.example:8081/sgx/certification/v4/rootcacrl"
+
+
+@pytest.mark.parametrize("name", ["tdx_quote", "tdx_quote_outdated", "tdx_prod_quote_SPR_E4.dat",
+                                  "az-tdx-vtpm_td-quote.bin", "cos-113-tdx-quote.dat"])
+def test_fmspc_and_pck_ca_read_with_cryptography_equal_dcap_qvls(name: str) -> None:
+    """The attester reads FMSPC and PCK CA without dcap-qvl; the verifier, the same way."""
+    raw = (INTEL / name).read_bytes()
+    q = dcap_qvl.parse_quote(raw)
+    expected = (q.fmspc().upper(), q.ca())
+    assert quote_fmspc_and_ca(raw) == expected
+    assert tdx._fmspc_and_ca(tdx.parse_quote_bytes(raw)) == expected
+
+
+def test_fmspc_of_test_root_quotes_and_refusals(root: TdxTestRoot) -> None:
+    for version in (4, 5):
+        assert quote_fmspc_and_ca(root.quote(NONCE_BINDING, version=version)) == (
+            root.fmspc.hex().upper(), "platform")
+    with pytest.raises(QuoteError, match="quote version 3"):
+        quote_fmspc_and_ca((INTEL / "sgx_quote").read_bytes())
+    raw = root.quote(NONCE_BINDING)
+    with pytest.raises(QuoteError, match=r"no FMSPC in its PCK certificate: .*runs past its end"):
+        quote_fmspc_and_ca(raw[:-10])
+    chain = raw.index(b"-----BEGIN")
+    broken = raw[:chain] + b"-----BEGIN XXXXXXXXXXX" + raw[chain + 22:]
+    with pytest.raises(QuoteError, match="not PEM certificates"):
+        quote_fmspc_and_ca(broken)

@@ -14,6 +14,14 @@ The kernel interface (Documentation/ABI/testing/configfs-tsm), under
 
 The quote's `tee` names the verifier's scheme (`tdx` -> `verifier.tee.tdx`, `sev-snp`
 -> `verifier.tee.snp`); capture only here.
+
+What the verifier needs beside the quote is saved with it: for SEV-SNP, the extended
+report's certificate table (`auxblob`); for TDX, where the operator configures a PCS /
+PCCS v4 base URL (`collateral_url`, the attester's `tdx_collateral_url`), the collateral
+for the quote's FMSPC and PCK CA as `"collateral"` (dcap-qvl's `QuoteCollateralV3` JSON),
+fetched through `bytereplay.tdx_collateral` and cached on disk (`collateral_cache`) until
+its next update. A failed fetch is `ProviderUnavailable` (no quote without it); with no
+URL configured nothing is stored and the verifier uses its own source.
 """
 
 from __future__ import annotations
@@ -21,12 +29,15 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from attester.tee.base import require_report_data
 from bytereplay.encoding import b64url_encode
-from bytereplay.errors import ProviderUnavailable
+from bytereplay.errors import ProviderUnavailable, QuoteError
+from bytereplay.tdx_collateral import CollateralSource, quote_fmspc_and_ca
 
 NAME = "tsm"
 DEFAULT_ROOT = Path("/sys/kernel/config/tsm/report")
@@ -69,9 +80,18 @@ class TsmProvider:
     name = NAME
     simulated = False
 
-    def __init__(self, root: str | Path = DEFAULT_ROOT, fs: TsmFs | None = None) -> None:
+    def __init__(self, root: str | Path = DEFAULT_ROOT, fs: TsmFs | None = None, *,
+                 collateral_url: str | None = None, collateral_cache: Path | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.root = Path(root)
         self.fs: TsmFs = fs or OsFs()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.collateral: CollateralSource | None = None
+        if collateral_url is not None:
+            if not collateral_url.startswith(("http://", "https://")):
+                raise ProviderUnavailable(f"tdx collateral URL {collateral_url[:80]!r} is not "
+                                          "an http(s) PCS/PCCS base URL")
+            self.collateral = CollateralSource(collateral_url, collateral_cache)
         if not self.root.is_dir():
             raise _unavailable(
                 f"{self.root} does not exist (it needs a confidential VM with the tdx_guest or "
@@ -99,8 +119,20 @@ class TsmProvider:
             }
             if auxblob:
                 quote["auxblob"] = b64url_encode(auxblob)
+            if quote["tee"] == "tdx" and self.collateral is not None:
+                quote["collateral"] = self._collateral_for(self.collateral, outblob)
             return quote
         raise ProviderUnavailable(f"configfs-tsm: {last}; gave up after {ATTEMPTS} attempts")
+
+    def _collateral_for(self, source: CollateralSource, outblob: bytes) -> dict[str, str]:
+        """The collateral for this TDX quote's platform, fresh now (cache first)."""
+        try:
+            fmspc, ca = quote_fmspc_and_ca(outblob)
+            found = source.get(fmspc, self.clock(), ca)
+        except QuoteError as exc:
+            raise ProviderUnavailable(f"tdx collateral from {source.url}: "
+                                      f"{exc.detail}") from None
+        return found.as_json()
 
     def _read_int(self, path: Path) -> int:
         text = self.fs.read(path).decode("ascii", "replace").strip()

@@ -56,6 +56,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from bytereplay.errors import QuoteError
+from bytereplay.tdx_collateral import quote_fmspc_and_ca
 from verifier.tee.base import (
     QuoteVerification,
     SchemeTrust,
@@ -231,7 +232,8 @@ def _collateral_for(parsed: TdxQuote, trust: SchemeTrust, at: datetime,
 
 
 def _fmspc_and_ca(parsed: TdxQuote) -> tuple[str, str]:
-    """The FMSPC and PCK CA of the quote's PCK certificate (cached by certification data).
+    """The FMSPC and PCK CA of the quote's PCK certificate (cached by certification data;
+    read by `bytereplay.tdx_collateral.quote_fmspc_and_ca`, as the attester reads them).
 
     The key is the signature data after the quote's own signature (attestation key, QE
     report, PCK chain), which is the same for every quote of one platform; the value is
@@ -248,12 +250,7 @@ _FMSPC_CA_MAX = 256
 def _fmspc_and_ca_of(key: bytes, raw: bytes) -> tuple[str, str]:
     found = _FMSPC_CA.get(key)
     if found is None:
-        try:
-            q = dcap_qvl.parse_quote(raw)
-            found = (q.fmspc().upper(), q.ca())
-        except Exception as exc:  # dcap-qvl raises ValueError
-            raise QuoteError(f"TDX quote: no FMSPC in its PCK certificate: "
-                             f"{str(exc)[:160]}") from None
+        found = quote_fmspc_and_ca(raw)
         if len(_FMSPC_CA) >= _FMSPC_CA_MAX:
             _FMSPC_CA.clear()
         _FMSPC_CA[key] = found

@@ -39,7 +39,7 @@ from attester.engine import Engine, EngineSettings  # noqa: E402
 from attester.testing import EvidenceFactory  # noqa: E402
 from benchmarks.verifier import interleaved, one_core  # noqa: E402
 from bytereplay.home import Home  # noqa: E402
-from verifier.config import TeeTrustConfig, VerifierConfig  # noqa: E402
+from verifier.config import DEFAULT_MODEL_DIR, TeeTrustConfig, VerifierConfig  # noqa: E402
 from verifier.pipeline import Verifier  # noqa: E402
 from verifier.tee.base import SchemeTrust  # noqa: E402
 
@@ -71,7 +71,7 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
     from verifier.tee.tdx_collateral import parse_collateral
 
     with tempfile.TemporaryDirectory(prefix="bytereplay-bench-tee-") as tmp:
-        engine = Engine(EngineSettings())
+        engine = Engine(EngineSettings(model_dir=DEFAULT_MODEL_DIR))  # the fixture
         root = TdxTestRoot()
         files = root.write_files(Path(tmp) / "tdx")
         sim_home, tdx_home = Home.resolve(Path(tmp) / "sim"), Home.resolve(Path(tmp) / "tdx-home")

@@ -50,6 +50,7 @@ from attester.engine import Engine, EngineSettings  # noqa: E402
 from attester.testing import DECODE, EvidenceFactory, run  # noqa: E402
 from bytereplay.encoding import b64url_decode  # noqa: E402
 from bytereplay.home import Home  # noqa: E402
+from verifier.config import DEFAULT_MODEL_DIR as FIXTURE  # noqa: E402
 from verifier.config import VerifierConfig  # noqa: E402
 from verifier.pipeline import Verifier  # noqa: E402
 
@@ -253,7 +254,7 @@ def http_rate(home: Home, factory: EvidenceFactory, n: int, concurrency: int) ->
 
 def replay_ratio(home: Home, engine: Engine, replays: int) -> dict[str, Any]:
     # its own engine, as a sidecar has; the full method, whose cost this section tracks
-    verifier = Verifier(VerifierConfig(home=home, replay_method="full"))
+    verifier = Verifier(VerifierConfig(home=home, replay_method="full", model_dir=FIXTURE))
     factory = EvidenceFactory(home, engine)
     rows = []
     try:
@@ -315,7 +316,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bytereplay-bench-") as tmp:
         home = Home.resolve(Path(tmp) / "home")
-        engine = Engine(EngineSettings())
+        engine = Engine(EngineSettings(model_dir=FIXTURE))
         factory = EvidenceFactory(home, engine)
         verifier = Verifier(VerifierConfig(home=home, replay=False))
         try:
@@ -370,7 +371,17 @@ def main() -> int:
         if not args.no_teacher_forced:
             import replay as replay_bench  # benchmarks/replay.py, beside this file
 
-            report["teacher_forced"] = replay_bench.measure(None, [16, 64, 256], args.replays)
+            from bytereplay.default_model import smollm2_path
+            from bytereplay.errors import ModelDirError
+
+            models: dict[str, Path] = {"fixture": FIXTURE}
+            try:
+                models["smollm2"] = smollm2_path()
+            except ModelDirError as exc:  # not installed: say so, measure the fixture
+                report["teacher_forced_smollm2"] = f"not measured: {exc.detail}"
+            report["teacher_forced"] = {
+                name: replay_bench.measure(path, [16, 64, 256], args.replays)
+                for name, path in models.items()}
     if not args.no_tee:
         from benchmarks.tee import measure
 
@@ -413,8 +424,10 @@ def main() -> int:
     if "teacher_forced" in report:
         import replay as replay_bench
 
-        print("teacher-forced against full replay (whole appraisal / generation, same run):")
-        replay_bench.print_table(report["teacher_forced"])
+        for name, table in report["teacher_forced"].items():
+            print(f"teacher-forced against full replay on {name} (whole appraisal / "
+                  "generation, same run):")
+            replay_bench.print_table(table)
     return 0
 
 

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("evidence", help="Evidence file (JWT text or CWT bytes), or - for stdin")
     p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=True,
                    help="replay the run (default); --no-replay skips it (verdict not-run)")
+    p.add_argument("--replay-method", choices=("full", "teacher-forced", "teacher-forced-then-full"),
+                   default=None, help="override the configured replay method (e.g. full for strict)")
     p.add_argument("--format", choices=("jwt", "cwt"), default=None)
     p.add_argument("--home", default=None)
     p.add_argument("--config", default=None)

@@ -104,6 +104,28 @@ def test_verify_raw_jwt_cwt_and_json(served: tuple[TestClient, Verifier, Evidenc
     assert r.json()["status"] == "warning"  # the format is detected
 
 
+def test_replay_method_per_request(served: tuple[TestClient, Verifier, EvidenceFactory]) -> None:
+    """`?replay_method=full` is how a caller whose relying party's policy asks for a full
+    replay (strict, where prefill is not bitwise) gets one; an unknown method is a 400
+    before the nonce is consumed."""
+    client, verifier, factory = served
+    for method, named in (("full", "full"), ("teacher-forced", "teacher-forced")):
+        evidence = factory.make(fresh(client))
+        r = client.post(f"/v1/verify?replay_method={method}", content=evidence,
+                        headers={"content-type": JWT})
+        assert r.status_code == 200, r.text
+        replay = r.json()["replay"]
+        assert replay["verdict"] == "match" and replay["method"] == named
+    nonce = fresh(client)
+    evidence = factory.make(nonce)
+    problem(client.post("/v1/verify?replay_method=fast", content=evidence,
+                        headers={"content-type": JWT}), 400)
+    r = client.post("/v1/verify", content=evidence, headers={"content-type": JWT})
+    assert r.json()["status"] == "warning"  # the nonce was still unused
+    result = verifier.appraise(factory.make(fresh(client)), replay_method="full")
+    assert result.replay["method"] == "full"
+
+
 def test_bad_evidence_is_a_negative_ear(served: tuple[TestClient, Verifier, EvidenceFactory]) -> None:
     client, _, _ = served
     for body, ctype in ((b"not a jwt", JWT), (b"\x00\x01", CWT)):

@@ -1,4 +1,5 @@
-"""`bytereplay verify EVIDENCE [--no-replay] [--format jwt|cwt] [--home] [--config] [--json]`.
+"""`bytereplay verify EVIDENCE [--no-replay] [--replay-method M] [--format jwt|cwt] [--home]
+[--config] [--json]`.
 
 Appraises Evidence in-process with the same pipeline as the sidecar and prints the EAR
 (decoded) and its status. EVIDENCE is a file (or `-` for stdin) holding a JWT, a CWT
@@ -117,7 +118,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         cfg = cfg.replace(replay=True)
     verifier = Verifier(cfg)
     try:
-        result = verifier.appraise(data, fmt, replay=args.replay)
+        result = verifier.appraise(data, fmt, replay=args.replay,
+                                   replay_method=getattr(args, "replay_method", None))
     finally:
         verifier.close()
     out = result.to_json()

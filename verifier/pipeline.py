@@ -48,6 +48,7 @@ from bytereplay.errors import (
     SignatureError,
     StoreUnavailable,
     TooLargeError,
+    UsageError,
 )
 from bytereplay.evidence import DecodedEvidence, decode_evidence
 from bytereplay.keys import SigningKey, load_or_create_key
@@ -65,6 +66,9 @@ from verifier.replay import (
     ReplayOutcome,
     ReplaySettings,
     not_run,
+)
+from verifier.replay import (
+    METHODS as REPLAY_METHODS,
 )
 from verifier.results import Result, extensions, issue
 from verifier.tee.base import QuoteVerification, SchemeTrust, known_kinds, verify_quote
@@ -84,6 +88,7 @@ class Inputs:
     fmt: str | None = None
     replay: bool = True
     external_tokens: list[Any] | None = None
+    replay_method: str | None = None  # None: the configured one
 
 
 @dataclass
@@ -284,12 +289,19 @@ def step_external(a: Appraisal, external: ExternalVerifier, attached: list[Any] 
     a.checks["external"] = "; ".join(f"{k}: {v}" for k, v in texts.items())
 
 
+def check_replay_method(method: str | None) -> None:
+    """None (the configured method) or one of `verifier.replay.METHODS`; else UsageError."""
+    if method is not None and method not in REPLAY_METHODS:
+        raise UsageError(f"replay_method must be one of {', '.join(REPLAY_METHODS)}")
+
+
 def step_replay(a: Appraisal, replayer: Replayer | None) -> None:
     if a.replay_skip is not None or replayer is None or a.decoded is None:
         reason = a.replay_skip or "replay is disabled in the verifier's configuration"
         a.replay = not_run(reason)
     else:
-        a.replay = replayer.replay(a.decoded.request, a.decoded.record)
+        a.replay = replayer.replay(a.decoded.request, a.decoded.record,
+                                   method=a.inputs.replay_method)
     outcome = a.replay
     a.facts["replay"] = {"verdict": outcome.verdict, "method": outcome.method,
                          "bitwise": outcome.bitwise_equal}
@@ -454,9 +466,14 @@ class Verifier:
     # -- appraisal --------------------------------------------------------------------
 
     def begin(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
-              external_tokens: list[Any] | None = None) -> Appraisal:
-        """Every step up to replay. Raises only `TooLargeError` and `StoreUnavailable`."""
-        inputs = Inputs(data, fmt, replay, external_tokens)
+              external_tokens: list[Any] | None = None,
+              replay_method: str | None = None) -> Appraisal:
+        """Every step up to replay. Raises only `TooLargeError`, `StoreUnavailable` and,
+        before anything is consumed, `UsageError` for an unknown `replay_method` (the
+        caller's choice for this appraisal, e.g. `full` where its relying party's policy
+        asks for a full replay; None: the configured method)."""
+        check_replay_method(replay_method)
+        inputs = Inputs(data, fmt, replay, external_tokens, replay_method)
         a = Appraisal(inputs=inputs)
         for step in BEFORE_REPLAY:
             step.run(self, a, inputs)
@@ -509,9 +526,11 @@ class Verifier:
         return result
 
     def appraise(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
-                 external_tokens: list[Any] | None = None) -> Result:
+                 external_tokens: list[Any] | None = None,
+                 replay_method: str | None = None) -> Result:
         """The whole pipeline on the calling thread (the CLI and in-process callers)."""
-        return self.finish(self.begin(data, fmt, replay=replay, external_tokens=external_tokens))
+        return self.finish(self.begin(data, fmt, replay=replay, external_tokens=external_tokens,
+                                      replay_method=replay_method))
 
     def submit(self, a: Appraisal) -> Future[Result]:
         """Finish `a` in the replay worker pool. Raises `QueueFull` when too many wait."""

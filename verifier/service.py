@@ -5,7 +5,9 @@
                                  body: raw, Content-Type application/eat+jwt or
                                  application/eat+cwt; or JSON {"evidence", "format"?,
                                  "external_tokens"?} (a CWT as unpadded base64url)
-                                 ?replay=false skips replay; ?async=true answers 202 with
+                                 ?replay=false skips replay; ?replay_method=full (or
+                                 teacher-forced, teacher-forced-then-full) overrides the
+                                 configured method for this request; ?async=true answers 202 with
                                  {"id", "poll"} and a Location header, the replay running
                                  in the worker pool
     GET  /v1/results/{id}        202 {"state": "pending"} | 200 {"state": "done", ...} | 404
@@ -58,7 +60,7 @@ from verifier import apidocs as doc
 from verifier import config as config_mod
 from verifier.config import VerifierConfig
 from verifier.nonces import new_result_id
-from verifier.pipeline import Appraisal, Verifier
+from verifier.pipeline import Appraisal, Verifier, check_replay_method
 from verifier.results import Result
 
 log = logging.getLogger("bytereplay.verifier")
@@ -169,9 +171,10 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         return JSONResponse(issued.to_json(), headers={"Cache-Control": "no-store"})
 
     def _sync_part(data: bytes | str, fmt: str | None, want_replay: bool,
-                   tokens: list[Any] | None) -> tuple[Result | None, Appraisal | None]:
+                   tokens: list[Any] | None,
+                   method: str | None) -> tuple[Result | None, Appraisal | None]:
         """Every step up to replay; the whole appraisal when no replay is due."""
-        a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens)
+        a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens, replay_method=method)
         if v.needs_replay(a):
             return None, a
         return v.finish(a), None
@@ -190,12 +193,15 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
     async def verify(request: Request) -> JSONResponse:
         want_replay = _flag(request, "replay", True)
         run_async = _flag(request, "async", False)
+        method = request.query_params.get("replay_method")  # e.g. full, for a strict RP
+        check_replay_method(method)
         data, fmt, tokens = await _read_evidence(request, config.max_body_bytes)
         if want_replay and v.queue_full():  # before the nonce is consumed
             raise QueueFull("the replay queue is full; try again later")
         if not run_async:
             # One thread hop when nothing is left for the replay pool.
-            result, pending = await run_in_threadpool(_sync_part, data, fmt, want_replay, tokens)
+            result, pending = await run_in_threadpool(_sync_part, data, fmt, want_replay, tokens,
+                                                      method)
             if result is None:
                 assert pending is not None
                 result = await asyncio.wrap_future(v.submit(pending))
@@ -205,7 +211,8 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         result_id = new_result_id()
 
         def accept() -> Appraisal:
-            a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens)
+            a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens,
+                        replay_method=method)
             v.store.put_pending(result_id)
             return a
 

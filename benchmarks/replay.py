@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from verifier.testing import TEMPLATE, EvidenceFactory, run  # noqa: E402
 
 from attester.engine import DecodePolicy, Engine, EngineSettings, InferenceRequest  # noqa: E402
+from attester.testing import TEMPLATE, EvidenceFactory, run  # noqa: E402
 from bytereplay.home import Home  # noqa: E402
 from verifier.config import VerifierConfig  # noqa: E402
 from verifier.pipeline import Verifier  # noqa: E402

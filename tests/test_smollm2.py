@@ -80,6 +80,9 @@ def test_real_question_through_openai_client_verifies_and_allows(
     att: dict[str, Any] = (c.model_extra or {})["attestation"]
     result = verifier.appraise(att["evidence"], att["evidence_format"])
     assert result.replay["verdict"] == "match", result.replay
+    # The default method's fast check held on the real model and the chat prompt:
+    # one teacher-forced pass re-derived every token (no full replay was needed).
+    assert result.replay["method"] == "teacher-forced", result.replay
     assert evaluate(result.token, output=content.encode("utf-8"), policy="default",
                     verifier_keys=verifier.jwks(), expected_nonce=issued.text).allow
 

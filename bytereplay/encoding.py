@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 import cbor2
@@ -285,3 +286,15 @@ def is_int(value: Any) -> bool:
     """An integer in JSON or CBOR data: `true` and `false` are not integers here (Python
     says they are), and CBOR's arrays and maps are not (unhashable as labels)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 time with its offset (`Z` or +hh:mm) as an aware datetime; ValueError
+    saying which (not a time, or no offset) otherwise."""
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("is not an RFC 3339 time") from None
+    if t.tzinfo is None:
+        raise ValueError("has no time zone offset (e.g. Z)")
+    return t

@@ -53,6 +53,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from bytereplay.encoding import parse_rfc3339
 from bytereplay.errors import QuoteError
 from bytereplay.files import read_bounded
 
@@ -77,12 +78,9 @@ def _time(text: Any, where: str) -> datetime:
     if not isinstance(text, str):
         raise QuoteError(f"tdx collateral: {where} is missing or not text")
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise QuoteError(f"tdx collateral: {where} {text[:40]!r} is not an RFC 3339 time") from None
-    if t.tzinfo is None:
-        raise QuoteError(f"tdx collateral: {where} {text[:40]!r} has no time zone")
-    return t.astimezone(UTC)
+        return parse_rfc3339(text).astimezone(UTC)
+    except ValueError as exc:
+        raise QuoteError(f"tdx collateral: {where} {text[:40]!r} {exc}") from None
 
 
 def _crl_times(hex_der: str, name: str) -> tuple[datetime, datetime]:

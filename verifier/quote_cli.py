@@ -30,6 +30,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from bytereplay.encoding import parse_rfc3339
 from bytereplay.errors import QuoteError, UsageError
 from bytereplay.files import read_bounded
 from verifier.tee.base import SchemeTrust
@@ -47,12 +48,9 @@ def parse_at(text: str | None) -> datetime:
     if text is None:
         return datetime.now(UTC)
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--at {text!r} is not an RFC 3339 time") from None
-    if at.tzinfo is None:
-        raise UsageError(f"--at {text!r} needs an offset (e.g. Z)")
-    return at
+        return parse_rfc3339(text)
+    except ValueError as exc:
+        raise UsageError(f"--at {text!r} {exc}") from None
 
 
 def _min_tcb(text: str) -> dict[str, int]:

@@ -1,28 +1,65 @@
 """The `nvidia` scheme: NVIDIA confidential-computing GPU evidence (`attester.tee.nvidia`).
 
-What is checked, honestly: the report starts with an SPDM GET_MEASUREMENTS request
-(code 0xE0) whose nonce (bytes 4..36) equals SHA-256(expected report data), and the
-quote's `gpu_nonce` says the same. The SPDM signature, the device certificate chain to
-NVIDIA's root, the OCSP status and the reference integrity manifests (RIMs) are NOT
-checked here: `hardware=False` with the reason "collateral verification not
-configured". Hand the report to NVIDIA's verifier (nvTrust local verifier or NRAS) for
-that.
+The quote (see `attester.tee.nvidia`) carries `attestation_report` (the SPDM 1.1
+GET_MEASUREMENTS request and response, `verifier.tee.nvidia_spdm`), `cert_chain` (the
+GPU's device certificates, PEM, leaf first, as NVML returns them and as nvtrust's
+`hopperCertChain.txt` stores them) and `gpu_nonce`. `verify_report` checks, at a given
+time and never at the wall clock:
+
+1. the report parses (trailing or missing bytes are refused, naming the offset);
+2. the SPDM request nonce equals the expected one (for a quote: SHA-256 of the expected
+   report data, also equal to the quote's `gpu_nonce`);
+3. the chain: every certificate valid at `at`, each signed (ECDSA) by the next, the
+   last one either the pinned NVIDIA Device Identity CA (shipped in
+   `verifier/tee/nvidia_roots/`, pinned by the SHA-256 of its DER, `DEVICE_ROOT_SHA256`)
+   or signed by it, or, only with `trust.roots` + `trust.test_root`, a test root named
+   "TEST ROOT (not NVIDIA)". The certificates in the message never act as anchors;
+4. the leaf's TCG DICE TcbInfo extension (2.23.133.5.4.1) carries the report's FWID
+   (SHA-384 entry); a leaf without it is refused;
+5. the signature (last 96 bytes, r || s, ECDSA P-384, SHA-384 over request ||
+   response) verifies with the leaf's key.
+
+`hardware` is True only when in addition the measurements were compared with signed
+RIMs and matched, and the report says CC mode is on (not DEVTOOLS). RIM comparison is
+not implemented yet: every verification says "measurements not compared" and
+`hardware` is False. Revocation (OCSP) is never checked: "revocation not checked".
+The report's opaque fields (driver and VBIOS version, chip SKU, FWID, ...) are in
+`claims`, with `cc_mode` (None when the report does not say).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
+import warnings
+from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from bytereplay.errors import QuoteError
 from verifier.tee.base import QuoteVerification, SchemeTrust, field_b64, same_bytes
+from verifier.tee.nvidia_spdm import SIGNATURE_LEN, SpdmReport, parse_report
 
 KIND = NAME = "nvidia"
-SPDM_GET_MEASUREMENTS = 0xE0
-NONCE_AT = slice(4, 36)
-MAX_REPORT = 1 << 16
-REASON_NO_COLLATERAL = "collateral verification not configured"
+TEST_ROOT_NAME = "TEST ROOT (not NVIDIA)"
+DEVICE_ROOT_FILE = "verifier_device_root.pem"
+DEVICE_ROOT_SHA256 = "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48"
+MAX_CHAIN = 1 << 16
+MAX_CHAIN_CERTS = 8
+OID_DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1")
+# An FWID entry of TcbInfo: SEQUENCE { OID sha384, OCTET STRING (48 bytes) }.
+FWID_SHA384_PREFIX = bytes.fromhex("06096086480165030402020430")
+REASON_NOT_COMPARED = "measurements not compared: no reference integrity manifests (RIMs)"
+REASON_NO_REVOCATION = "revocation not checked: no OCSP responder configured"
 
 
 def gpu_nonce(report_data: bytes) -> bytes:
@@ -30,29 +67,182 @@ def gpu_nonce(report_data: bytes) -> bytes:
     return hashlib.sha256(report_data).digest()
 
 
-def _verify(quote: dict[str, Any], expected_report_data: bytes) -> QuoteVerification:
+def _fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def load_chain(blob: bytes, what: str = "the GPU certificate chain") -> list[x509.Certificate]:
+    """The PEM certificates in `blob`, in order; `QuoteError` when none can be read."""
+    if len(blob) > MAX_CHAIN:
+        raise QuoteError(f"{what} is {len(blob)} bytes; at most {MAX_CHAIN}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            certs = list(x509.load_pem_x509_certificates(blob))
+            for c in certs:
+                _ = (c.not_valid_before_utc, c.not_valid_after_utc, c.extensions,
+                     c.signature_hash_algorithm, c.public_key())
+        except Exception:  # ValueError, UnsupportedAlgorithm, DuplicateExtension, ...
+            raise QuoteError(f"{what} is not a list of readable PEM certificates") from None
+    if not certs:
+        raise QuoteError(f"{what} holds no certificate")
+    if len(certs) > MAX_CHAIN_CERTS:
+        raise QuoteError(f"{what} holds {len(certs)} certificates; at most {MAX_CHAIN_CERTS}")
+    return certs
+
+
+@functools.cache
+def device_root() -> x509.Certificate:
+    """The pinned NVIDIA Device Identity CA; RuntimeError if the shipped file differs."""
+    data = (resources.files("verifier.tee") / "nvidia_roots" / DEVICE_ROOT_FILE).read_bytes()
+    certs = load_chain(data, DEVICE_ROOT_FILE)
+    if len(certs) != 1 or _fingerprint(certs[0]) != DEVICE_ROOT_SHA256:
+        raise RuntimeError(f"verifier/tee/nvidia_roots/{DEVICE_ROOT_FILE} is not the pinned "
+                           "NVIDIA Device Identity CA (SHA-256 differs)")
+    return certs[0]
+
+
+def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    if child.issuer != parent.subject or not isinstance(parent.public_key(),
+                                                        ec.EllipticCurvePublicKey):
+        return False
+    try:
+        child.verify_directly_issued_by(parent)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def _anchors(trust: SchemeTrust) -> tuple[list[x509.Certificate], str]:
+    if not trust.roots:
+        root = device_root()
+        return [root], f"NVIDIA {root.subject.rfc4514_string()}"
+    if not trust.test_root:
+        raise QuoteError("tee.nvidia.roots may only name a test root (set tee.nvidia.test_root); "
+                         "NVIDIA's Device Identity CA is pinned and cannot be replaced")
+    roots: list[x509.Certificate] = []
+    for entry in trust.roots:
+        try:
+            text = entry.encode() if "-----BEGIN" in entry else Path(entry).read_bytes()
+        except OSError as exc:
+            raise QuoteError(f"tee.nvidia.roots could not be read: {exc.strerror}") from None
+        roots += load_chain(text, "tee.nvidia.roots")
+    if any(_fingerprint(r) == DEVICE_ROOT_SHA256 for r in roots):
+        raise QuoteError("tee.nvidia.roots names NVIDIA's Device Identity CA as a test root; "
+                         "leave tee.nvidia.roots empty to use the pinned one")
+    return roots, TEST_ROOT_NAME
+
+
+def check_chain(chain: list[x509.Certificate], trust: SchemeTrust, at: datetime) -> str:
+    """Check `chain` (leaf first) to the anchor `trust` selects at `at`; the anchor's name."""
+    roots, name = _anchors(trust)
+    for cert in chain:
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+            raise QuoteError(f"GPU certificate {cert.subject.rfc4514_string()!r} is not valid "
+                             f"at {at.isoformat()}")
+    for i, (child, parent) in enumerate(itertools.pairwise(chain)):
+        if not _signed_by(child, parent):
+            raise QuoteError(f"GPU certificate chain breaks at position {i}: "
+                             f"{child.subject.rfc4514_string()!r} is not signed by "
+                             f"{parent.subject.rfc4514_string()!r}")
+    top = chain[-1]
+    for root in roots:
+        if (top == root or _signed_by(top, root)) and \
+                root.not_valid_before_utc <= at <= root.not_valid_after_utc:
+            return name
+    raise QuoteError(f"GPU certificate chain does not end at the {name} "
+                     f"(top: {top.subject.rfc4514_string()!r})")
+
+
+def leaf_fwids(cert: x509.Certificate) -> list[bytes]:
+    """The SHA-384 FWIDs in the certificate's TCG DICE TcbInfo extension."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(OID_DICE_TCB_INFO)
+    except x509.ExtensionNotFound:
+        return []
+    value = ext.value
+    raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
+    out, pos = [], raw.find(FWID_SHA384_PREFIX)
+    while pos >= 0:
+        start = pos + len(FWID_SHA384_PREFIX)
+        if start + 48 <= len(raw):
+            out.append(raw[start:start + 48])
+        pos = raw.find(FWID_SHA384_PREFIX, start)
+    return out
+
+
+def _signature_ok(report: SpdmReport, key: ec.EllipticCurvePublicKey) -> bool:
+    if not isinstance(key.curve, ec.SECP384R1):
+        return False
+    half = SIGNATURE_LEN // 2
+    r = int.from_bytes(report.signature[:half], "big")
+    s = int.from_bytes(report.signature[half:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), report.signed, ec.ECDSA(hashes.SHA384()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class NvidiaResult:
+    report: SpdmReport
+    root: str
+    claims: dict[str, Any]
+
+
+def verify_report(report: bytes | SpdmReport, chain: bytes, trust: SchemeTrust, at: datetime,
+                  expected_nonce: bytes | None) -> NvidiaResult:
+    """Checks 1 to 5 of the module doc; `QuoteError` naming the first that fails.
+
+    `expected_nonce` None skips the nonce check (the CLI without --nonce; never the
+    verifier's quote path).
+    """
+    parsed = report if isinstance(report, SpdmReport) else parse_report(report)
+    if expected_nonce is not None and not same_bytes(parsed.request_nonce, expected_nonce):
+        raise QuoteError("the SPDM request nonce is not the expected one: the GPU evidence is "
+                         "not bound to this evidence")
+    certs = load_chain(chain)
+    root = check_chain(certs, trust, at)
+    leaf = certs[0]
+    fwids = leaf_fwids(leaf)
+    if not fwids:
+        raise QuoteError("the GPU leaf certificate has no FWID (TCG DICE TcbInfo) extension: "
+                         "it is not the attestation signing certificate")
+    if parsed.fwid is None or not any(same_bytes(f, parsed.fwid) for f in fwids):
+        raise QuoteError("the report's FWID does not match the leaf certificate's FWID")
+    key = leaf.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not _signature_ok(parsed, key):
+        raise QuoteError("the SPDM measurement signature is invalid (ECDSA P-384 with the "
+                         "leaf certificate's key over request || response)")
+    claims: dict[str, Any] = dict(parsed.fields)
+    claims["cc_mode"] = parsed.cc_mode
+    claims["measurements"] = {str(i): v.hex() for i, v in parsed.measurements().items()}
+    claims["mismatched_measurements"] = None
+    return NvidiaResult(parsed, root, claims)
+
+
+def _verify(quote: dict[str, Any], expected_report_data: bytes, trust: SchemeTrust,
+            at: datetime) -> QuoteVerification:
     expected = gpu_nonce(expected_report_data)
-    report = field_b64(quote, "attestation_report")
-    if len(report) > MAX_REPORT or len(report) < NONCE_AT.stop + 1:
-        raise QuoteError("the NVIDIA attestation report has an impossible length")
-    if report[1] != SPDM_GET_MEASUREMENTS:
-        raise QuoteError("the NVIDIA attestation report does not start with an SPDM "
-                         "GET_MEASUREMENTS request")
-    if not same_bytes(report[NONCE_AT], expected) or not same_bytes(
-            field_b64(quote, "gpu_nonce"), expected):
+    if not same_bytes(field_b64(quote, "gpu_nonce"), expected):
         raise QuoteError("the GPU nonce does not match SHA-256 of the expected report data: "
                          "the GPU evidence is not bound to this evidence")
+    result = verify_report(field_b64(quote, "attestation_report"),
+                           field_b64(quote, "cert_chain"), trust, at, expected)
+    measurements = {f"nvidia.{k}": v for k, v in result.claims["measurements"].items()}
     return QuoteVerification(
-        provider=NAME, scheme=KIND, simulated=False, hardware=False, measurements={},
-        report_data=expected_report_data, chain_ok=False,
-        reasons=(f"{REASON_NO_COLLATERAL}: the SPDM signature, the GPU certificate chain to "
-                 "NVIDIA's root, OCSP and RIMs were NOT checked",
+        provider=NAME, scheme=KIND, simulated=False, hardware=False, measurements=measurements,
+        report_data=expected_report_data, chain_ok=True, root=result.root,
+        reasons=("SPDM signature, FWID and device chain verified",
+                 REASON_NOT_COMPARED, REASON_NO_REVOCATION,
                  "the SPDM request nonce binds nonce, run record digest and evidence key"),
+        claims={k: v for k, v in result.claims.items() if k != "measurements"},
     )
 
 
 class NvidiaScheme:
-    """The `QuoteVerifier` of NVIDIA GPU evidence: the nonce binding only."""
+    """The `QuoteVerifier` of NVIDIA GPU evidence."""
 
     kind = KIND
 
@@ -61,8 +251,7 @@ class NvidiaScheme:
 
     def verify(self, parsed: dict[str, Any], expected_report_data: bytes, trust: SchemeTrust,
                at: datetime) -> QuoteVerification:
-        del trust, at  # NVIDIA collateral (RIMs, OCSP, device root) is not checked yet
-        return _verify(parsed, expected_report_data)
+        return _verify(parsed, expected_report_data, trust, at)
 
 
 SCHEME = NvidiaScheme()

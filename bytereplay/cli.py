@@ -139,16 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler="relying_party.cli:cmd_appraise", extra="relying-party", label="appraise")
 
-    quote = sub.add_parser("quote", help="TEE quotes: verify a TDX quote or SEV-SNP report offline")
+    quote = sub.add_parser("quote", help="TEE quotes: verify a TDX quote, SEV-SNP report or NVIDIA GPU "
+                                         "report offline")
     verbs = quote.add_subparsers(dest="quote_command", required=True, parser_class=_Parser)
     p = verbs.add_parser("verify", help="verify one quote or report at a given time (exit 0/1/2)")
     p.add_argument("file", help="the quote (TDX) or report (SEV-SNP, raw or hex)")
-    p.add_argument("--kind", choices=("tdx", "snp"), default=None,
-                   help="default: detected from the bytes")
+    p.add_argument("--kind", choices=("tdx", "snp", "nvidia"), default=None,
+                   help="default: detected from the bytes (tdx, snp)")
     p.add_argument("--collateral", default=None, metavar="FILE",
                    help="TDX collateral (dcap-qvl QuoteCollateralV3 JSON)")
     p.add_argument("--cert", action="append", default=[], metavar="FILE",
-                   help="SEV-SNP VCEK/VLEK (PEM or DER; may also hold ASK and ARK); repeatable")
+                   help="SEV-SNP VCEK/VLEK (PEM or DER; may also hold ASK and ARK); repeatable; "
+                        "NVIDIA: the GPU certificate chain (PEM, leaf first), once")
+    p.add_argument("--nonce", default=None, metavar="HEX",
+                   help="NVIDIA: the expected SPDM request nonce (64 hex digits)")
     p.add_argument("--at", default=None, metavar="RFC3339", help="verification time (default now)")
     p.add_argument("--report-data", default=None, metavar="HEX",
                    help="expected report data (128 hex digits)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from nvidia_test_root import AT, NvidiaTestRoot
 
+from bytereplay.cli import main
 from bytereplay.errors import QuoteError
 from verifier.tee import nvidia, nvidia_spdm
 from verifier.tee.base import SchemeTrust, verify_quote
@@ -115,3 +116,40 @@ def test_the_test_root_refusals() -> None:
     with pytest.raises(QuoteError, match="only name a test root"):
         verify_quote(root.quote(RD), {"nvidia": SchemeTrust(configured=True,
                                                             roots=(root.root_pem(),))}, RD, AT)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    rc = main(["quote", "verify", *argv])
+    return rc, capsys.readouterr().out
+
+
+def test_cli_sample_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = cli(capsys, str(NV / "hopperAttestationReport.txt"), "--kind", "nvidia",
+                  "--cert", str(NV / "hopperCertChain.txt"), "--nonce", SAMPLE_NONCE.hex(),
+                  "--at", "2025-06-01T00:00:00Z", "--json")
+    doc = json.loads(out)
+    assert rc == 1 and doc["verified"] is False  # measurements not compared
+    assert doc["driver_version"] == "550.90.07" and doc["vbios_version"] == "96.00.9f.00.01"
+    assert doc["cc_mode"] is None and doc["mismatched_measurements"] is None
+    assert doc["root"] == "NVIDIA O=NVIDIA,CN=NVIDIA Device Identity CA"
+    assert nvidia.REASON_NOT_COMPARED in doc["reasons"]
+    assert doc["measurements"]["nvidia.2"] == CLAIMS["measurements"]["2"]
+
+
+def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = [str(NV / "hopperAttestationReport.txt"), "--kind", "nvidia",
+            "--at", "2025-06-01T00:00:00Z"]
+    rc, out = cli(capsys, *base, "--cert", str(NV / "hopper_cert_chain_case3.txt"))
+    assert rc == 1 and "chain breaks" in out
+    rc, out = cli(capsys, *base, "--cert", str(NV / "hopperCertChain.txt"), "--nonce", "00" * 32)
+    assert rc == 1 and "nonce is not the expected one" in out
+    short = tmp_path / "short.txt"
+    short.write_bytes(REPORT[:4000])
+    assert main(["quote", "verify", str(short), "--kind", "nvidia", "--cert",
+                 str(NV / "hopperCertChain.txt")]) == 2
+    assert "offset 45 needs 3520 bytes" in capsys.readouterr().err
+    assert main(["quote", "verify", *base]) == 2  # no --cert
+    assert "--cert CHAIN.txt" in capsys.readouterr().err
+    assert main(["quote", "verify", *base, "--cert", str(NV / "hopperCertChain.txt"),
+                 "--nonce", "zz"]) == 2
+    assert "--nonce must be 64 hex digits" in capsys.readouterr().err

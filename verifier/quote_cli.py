@@ -36,7 +36,8 @@ from bytereplay.files import read_bounded
 from verifier.tee.base import SchemeTrust
 
 MAX_FILE = 1 << 20
-KINDS = ("tdx", "snp")
+KINDS = ("tdx", "snp", "nvidia")
+NVIDIA_KEYS = ("driver_version", "vbios_version", "cc_mode", "mismatched_measurements")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -90,6 +91,10 @@ def _trust(args: argparse.Namespace, kind: str) -> SchemeTrust:
 
 def _parse(kind: str, data: bytes) -> Any:
     """The parsed quote; QuoteError here is malformed input (exit 2)."""
+    if kind == "nvidia":
+        from verifier.tee.nvidia_spdm import parse_report as parse_spdm
+
+        return parse_spdm(data)
     if kind == "tdx":
         from verifier.tee.tdx import parse_quote_bytes
 
@@ -101,6 +106,10 @@ def _parse(kind: str, data: bytes) -> Any:
 
 def _facts(kind: str, parsed: Any) -> tuple[bytes, dict[str, str], bool]:
     """(report data, measurements, debug) as the bytes say, verified or not."""
+    if kind == "nvidia":  # the SPDM request nonce stands in for the report data
+        return (parsed.request_nonce,
+                {f"nvidia.{i}": v.hex() for i, v in parsed.measurements().items()},
+                parsed.cc_mode == "devtools")
     if kind == "tdx":
         from verifier.tee.tdx import MEASUREMENTS
 
@@ -126,6 +135,24 @@ def _verify(kind: str, parsed: Any, args: argparse.Namespace, trust: SchemeTrust
                              "(or --config with tee.tdx.collateral)")
         return verify_parsed(parsed, trust, at, collateral=collateral,
                              expected_report_data=expected)
+    if kind == "nvidia":
+        from verifier.tee.nvidia import to_verification
+        from verifier.tee.nvidia import verify_report as verify_gpu
+
+        if len(args.cert) != 1:
+            raise UsageError("an NVIDIA report needs its GPU certificate chain: give --cert "
+                             "CHAIN.txt once (PEM, leaf first)")
+        nonce = None
+        if args.nonce is not None:
+            try:
+                nonce = bytes.fromhex(args.nonce)
+            except ValueError:
+                nonce = b""
+            if len(nonce) != 32:
+                raise UsageError("--nonce must be 64 hex digits (32 bytes)")
+        result = verify_gpu(parsed, _read(args.cert[0], "certificate chain"), trust, at, nonce)
+        return to_verification(result, parsed.request_nonce,
+                               nonce_checked=nonce is not None)
     from verifier.tee.snp import verify_report
 
     certs = tuple(_read(p, "certificate") for p in args.cert)
@@ -159,8 +186,12 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
             raise UsageError("--report-data must be 128 hex digits (64 bytes)")
     data = _read(args.file, "quote")
     kind = args.kind or detect_kind(data)
-    if args.cert and kind != "snp":
-        raise UsageError("--cert is for SEV-SNP reports")
+    if args.cert and kind not in ("snp", "nvidia"):
+        raise UsageError("--cert is for SEV-SNP and NVIDIA reports")
+    if args.nonce is not None and kind != "nvidia":
+        raise UsageError("--nonce is for NVIDIA reports (use --report-data otherwise)")
+    if args.report_data is not None and kind == "nvidia":
+        raise UsageError("--report-data is not for NVIDIA reports: give --nonce")
     if args.min_tcb and kind != "snp":
         raise UsageError("--min-tcb is for SEV-SNP reports")
     if args.collateral and kind != "tdx":
@@ -183,6 +214,8 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
                    reasons=list(result.reasons), root=result.root,
                    advisories=list(result.advisories), collateral=dict(result.collateral),
                    test_root=trust.test_root)
+        if kind == "nvidia":
+            out.update({k: result.claims.get(k) for k in NVIDIA_KEYS})
         if not result.hardware:
             out["reasons"].append("not verified to a hardware root")
     if args.json:

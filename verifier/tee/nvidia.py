@@ -222,6 +222,25 @@ def verify_report(report: bytes | SpdmReport, chain: bytes, trust: SchemeTrust, 
     return NvidiaResult(parsed, root, claims)
 
 
+def to_verification(result: NvidiaResult, report_data: bytes, *,
+                    nonce_checked: bool = True) -> QuoteVerification:
+    """The `QuoteVerification` of a verified report: `hardware` False until RIMs compare."""
+    measurements = {f"nvidia.{k}": v for k, v in result.claims["measurements"].items()}
+    cc = result.claims.get("cc_mode")
+    reasons = ["SPDM signature, FWID and device chain verified", REASON_NOT_COMPARED,
+               REASON_NO_REVOCATION]
+    if cc != "on":
+        reasons.append(f"CC mode {cc or 'not reported by the evidence'}: not affirming")
+    reasons.append("the SPDM request nonce was checked" if nonce_checked
+                   else "the SPDM request nonce was NOT checked (no expected nonce)")
+    return QuoteVerification(
+        provider=NAME, scheme=KIND, simulated=False, hardware=False, measurements=measurements,
+        report_data=report_data, chain_ok=True, root=result.root, debug=cc == "devtools",
+        reasons=tuple(reasons),
+        claims={k: v for k, v in result.claims.items() if k != "measurements"},
+    )
+
+
 def _verify(quote: dict[str, Any], expected_report_data: bytes, trust: SchemeTrust,
             at: datetime) -> QuoteVerification:
     expected = gpu_nonce(expected_report_data)
@@ -230,15 +249,7 @@ def _verify(quote: dict[str, Any], expected_report_data: bytes, trust: SchemeTru
                          "the GPU evidence is not bound to this evidence")
     result = verify_report(field_b64(quote, "attestation_report"),
                            field_b64(quote, "cert_chain"), trust, at, expected)
-    measurements = {f"nvidia.{k}": v for k, v in result.claims["measurements"].items()}
-    return QuoteVerification(
-        provider=NAME, scheme=KIND, simulated=False, hardware=False, measurements=measurements,
-        report_data=expected_report_data, chain_ok=True, root=result.root,
-        reasons=("SPDM signature, FWID and device chain verified",
-                 REASON_NOT_COMPARED, REASON_NO_REVOCATION,
-                 "the SPDM request nonce binds nonce, run record digest and evidence key"),
-        claims={k: v for k, v in result.claims.items() if k != "measurements"},
-    )
+    return to_verification(result, expected_report_data)
 
 
 class NvidiaScheme:

@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "NVIDIA: the GPU certificate chain (PEM, leaf first), once")
     p.add_argument("--nonce", default=None, metavar="HEX",
                    help="NVIDIA: the expected SPDM request nonce (64 hex digits)")
+    p.add_argument("--rims", default=None, metavar="DIR",
+                   help="NVIDIA: a folder of signed RIMs (*.swidtag) to compare measurements with")
     p.add_argument("--at", default=None, metavar="RFC3339", help="verification time (default now)")
     p.add_argument("--report-data", default=None, metavar="HEX",
                    help="expected report data (128 hex digits)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from nvidia_test_root import AT, NvidiaTestRoot
 
 from bytereplay.cli import main
 from bytereplay.errors import QuoteError
-from verifier.tee import nvidia, nvidia_spdm
+from verifier.tee import nvidia, nvidia_rim, nvidia_spdm
 from verifier.tee.base import SchemeTrust, verify_quote
 
 NV = Path(__file__).resolve().parent.parent / "fixtures" / "tee" / "nvidia"
@@ -153,3 +154,71 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["quote", "verify", *base, "--cert", str(NV / "hopperCertChain.txt"),
                  "--nonce", "zz"]) == 2
     assert "--nonce must be 64 hex digits" in capsys.readouterr().err
+
+
+# -- RIMs ---------------------------------------------------------------------------------
+
+VBIOS_RIM = NV / "1010_0200_882_96005E0001_test_no_gpu.swidtag"
+DRIVER_RIM = NV / "Driver_RIM_test_no_gpu.swidtag"
+SAMPLE_MISMATCHES = [2, 3, 4, 8, 10, 12, 22, 23, 26, 27, 28, 30, 31, 32, 33, 35, 37, 38, 40, 41]
+
+
+def test_the_sample_rims_verify_against_the_pinned_rim_root() -> None:
+    vbios = nvidia_rim.verify_rim(VBIOS_RIM.read_bytes(), SAMPLE_AT, "vbios")
+    driver = nvidia_rim.verify_rim(DRIVER_RIM.read_bytes(), SAMPLE_AT, "driver")
+    assert vbios.version == "96.00.5E.00.01" and driver.version == "545.00"
+    assert "HCC RIM L4 Signer" in vbios.signer
+    assert sorted(vbios.golden) == [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13]
+    assert 8 in driver.golden and not set(driver.golden) & set(vbios.golden)
+    with pytest.raises(QuoteError, match="not valid at"):  # the VBIOS RIM signer expired
+        nvidia_rim.verify_rim(VBIOS_RIM.read_bytes(), datetime(2025, 7, 1, tzinfo=UTC))
+
+
+def test_a_changed_rim_is_refused() -> None:
+    text = VBIOS_RIM.read_bytes()
+    golden = nvidia_rim.verify_rim(text, SAMPLE_AT).golden[2][0].hex()
+    changed = text.replace(golden.encode(), ("0" * 96).encode(), 1)
+    assert changed != text
+    with pytest.raises(QuoteError, match="XML signature does not verify"):
+        nvidia_rim.verify_rim(changed, SAMPLE_AT)
+    with pytest.raises(QuoteError, match="not XML"):
+        nvidia_rim.verify_rim(text[:500], SAMPLE_AT)
+
+
+def test_the_sample_report_mismatches_the_sample_rims(capsys: pytest.CaptureFixture[str]) -> None:
+    result = nvidia.verify_report(REPORT, CHAIN, PINNED, SAMPLE_AT, SAMPLE_NONCE)
+    compared = nvidia.compare_rims(result, NV, SAMPLE_AT)
+    assert compared.claims["mismatched_measurements"] == SAMPLE_MISMATCHES
+    verification = nvidia.to_verification(compared, bytes(64))
+    assert not verification.hardware
+    assert verification.claims["mismatched_measurements"] == SAMPLE_MISMATCHES
+    assert any("indexes 2, 3, 4, 8" in r for r in verification.reasons)
+    rc, out = cli(capsys, str(NV / "hopperAttestationReport.txt"), "--kind", "nvidia",
+                  "--cert", str(NV / "hopperCertChain.txt"), "--rims", str(NV),
+                  "--at", "2025-06-01T00:00:00Z", "--json")
+    assert rc == 1 and json.loads(out)["mismatched_measurements"] == SAMPLE_MISMATCHES
+
+
+def test_hardware_only_when_rims_match_and_cc_mode_is_on() -> None:
+    root = NvidiaTestRoot()
+    nonce = bytes(32)
+    for cc, mismatched, hardware in ((1, [], True), (2, [], False), (0, [], False),
+                                     (None, [], False), (1, [3], False), (1, None, False)):
+        result = nvidia.verify_report(root.report(nonce, cc_mode=cc), root.chain_pem(),
+                                      root.trust(), AT, nonce)
+        claims = {**result.claims, "mismatched_measurements": mismatched}
+        verification = nvidia.to_verification(
+            nvidia.NvidiaResult(result.report, result.root, claims), bytes(64))
+        assert verification.hardware is hardware, (cc, mismatched)
+        assert verification.debug is (cc == 2)
+
+
+def test_the_quote_path_compares_with_the_configured_rims() -> None:
+    root = NvidiaTestRoot()
+    trust = dataclasses.replace(root.trust(), collateral=str(NV))
+    result = verify_quote(root.quote(RD), {"nvidia": trust}, RD, SAMPLE_AT)
+    assert not result.hardware and 8 in result.claims["mismatched_measurements"]
+    assert [r["version"] for r in result.claims["rims"]] == ["96.00.5E.00.01", "545.00"]
+    url = dataclasses.replace(trust, collateral="https://rim.attestation.nvidia.com")
+    with pytest.raises(QuoteError, match="RIM service URL is not supported"):
+        verify_quote(root.quote(RD), {"nvidia": url}, RD, SAMPLE_AT)

@@ -150,7 +150,10 @@ def _verify(kind: str, parsed: Any, args: argparse.Namespace, trust: SchemeTrust
                 nonce = b""
             if len(nonce) != 32:
                 raise UsageError("--nonce must be 64 hex digits (32 bytes)")
+        from verifier.tee.nvidia import compare_rims
+
         result = verify_gpu(parsed, _read(args.cert[0], "certificate chain"), trust, at, nonce)
+        result = compare_rims(result, args.rims or trust.collateral, at)
         return to_verification(result, parsed.request_nonce,
                                nonce_checked=nonce is not None)
     from verifier.tee.snp import verify_report
@@ -188,6 +191,8 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
     kind = args.kind or detect_kind(data)
     if args.cert and kind not in ("snp", "nvidia"):
         raise UsageError("--cert is for SEV-SNP and NVIDIA reports")
+    if args.rims is not None and kind != "nvidia":
+        raise UsageError("--rims is for NVIDIA reports")
     if args.nonce is not None and kind != "nvidia":
         raise UsageError("--nonce is for NVIDIA reports (use --report-data otherwise)")
     if args.report_data is not None and kind == "nvidia":

@@ -19,12 +19,17 @@ time and never at the wall clock:
 5. the signature (last 96 bytes, r || s, ECDSA P-384, SHA-384 over request ||
    response) verifies with the leaf's key.
 
-`hardware` is True only when in addition the measurements were compared with signed
-RIMs and matched, and the report says CC mode is on (not DEVTOOLS). RIM comparison is
-not implemented yet: every verification says "measurements not compared" and
-`hardware` is False. Revocation (OCSP) is never checked: "revocation not checked".
-The report's opaque fields (driver and VBIOS version, chip SKU, FWID, ...) are in
-`claims`, with `cc_mode` (None when the report does not say).
+Reference values: `trust.collateral` (config `tee.nvidia.collateral`; CLI `--rims`) names
+a folder of signed RIMs (`verifier.tee.nvidia_rim`), each verified at `at` against the
+pinned NVIDIA RIM root; the measurement blocks are compared with the active golden
+measurements of the driver and VBIOS RIMs, and every mismatching SPDM index is listed
+in `claims["mismatched_measurements"]` (None: "measurements not compared").
+
+`hardware` is True only when the RIMs were compared with no mismatch and the report says
+CC mode is on (not DEVTOOLS); the 550-driver sample does not report the CC mode, so it is
+never affirming. Revocation (OCSP) is never checked: "revocation not checked". The
+report's opaque fields (driver and VBIOS version, chip SKU, FWID, ...) are in `claims`,
+with `cc_mode` (None when the report does not say).
 """
 
 from __future__ import annotations
@@ -81,7 +86,8 @@ def load_chain(blob: bytes, what: str = "the GPU certificate chain") -> list[x50
             certs = list(x509.load_pem_x509_certificates(blob))
             for c in certs:
                 _ = (c.not_valid_before_utc, c.not_valid_after_utc, c.extensions,
-                     c.signature_hash_algorithm, c.public_key())
+                     c.signature_hash_algorithm, c.public_key(), c.subject.rfc4514_string(),
+                     c.issuer.rfc4514_string(), c.tbs_certificate_bytes, c.signature)
         except Exception:  # ValueError, UnsupportedAlgorithm, DuplicateExtension, ...
             raise QuoteError(f"{what} is not a list of readable PEM certificates") from None
     if not certs:
@@ -222,19 +228,46 @@ def verify_report(report: bytes | SpdmReport, chain: bytes, trust: SchemeTrust, 
     return NvidiaResult(parsed, root, claims)
 
 
+def compare_rims(result: NvidiaResult, rims: str | Path | None, at: datetime) -> NvidiaResult:
+    """`result` with `mismatched_measurements` (a list of SPDM indexes) when `rims` names a
+    RIM folder; each RIM is verified at `at` against the pinned RIM root first."""
+    if rims is None:
+        return result
+    if str(rims).startswith(("http://", "https://")):
+        raise QuoteError("tee.nvidia.collateral: a RIM service URL is not supported yet; "
+                         "name a folder of signed RIMs")
+    from verifier.tee.nvidia_rim import compare, load_rims
+
+    loaded = load_rims(rims, at)
+    claims = dict(result.claims)
+    claims["mismatched_measurements"] = compare(result.report.measurements(), loaded)
+    claims["rims"] = [{"name": r.name, "version": r.version, "tag_id": r.tag_id}
+                      for r in loaded]
+    return NvidiaResult(result.report, result.root, claims)
+
+
 def to_verification(result: NvidiaResult, report_data: bytes, *,
                     nonce_checked: bool = True) -> QuoteVerification:
-    """The `QuoteVerification` of a verified report: `hardware` False until RIMs compare."""
+    """The `QuoteVerification` of a verified report: `hardware` True only when the RIMs
+    were compared with no mismatch and CC mode is on (not DEVTOOLS)."""
     measurements = {f"nvidia.{k}": v for k, v in result.claims["measurements"].items()}
     cc = result.claims.get("cc_mode")
-    reasons = ["SPDM signature, FWID and device chain verified", REASON_NOT_COMPARED,
-               REASON_NO_REVOCATION]
+    mismatched = result.claims.get("mismatched_measurements")
+    reasons = ["SPDM signature, FWID and device chain verified", REASON_NO_REVOCATION]
+    if mismatched is None:
+        reasons.append(REASON_NOT_COMPARED)
+    elif mismatched:
+        reasons.append("measurements do not match the RIMs' golden values at SPDM indexes "
+                       + ", ".join(map(str, mismatched)))
+    else:
+        reasons.append("measurements match the active golden values of the signed RIMs")
     if cc != "on":
         reasons.append(f"CC mode {cc or 'not reported by the evidence'}: not affirming")
+    hardware = mismatched == [] and cc == "on" and nonce_checked
     reasons.append("the SPDM request nonce was checked" if nonce_checked
                    else "the SPDM request nonce was NOT checked (no expected nonce)")
     return QuoteVerification(
-        provider=NAME, scheme=KIND, simulated=False, hardware=False, measurements=measurements,
+        provider=NAME, scheme=KIND, simulated=False, hardware=hardware, measurements=measurements,
         report_data=report_data, chain_ok=True, root=result.root, debug=cc == "devtools",
         reasons=tuple(reasons),
         claims={k: v for k, v in result.claims.items() if k != "measurements"},
@@ -249,7 +282,7 @@ def _verify(quote: dict[str, Any], expected_report_data: bytes, trust: SchemeTru
                          "the GPU evidence is not bound to this evidence")
     result = verify_report(field_b64(quote, "attestation_report"),
                            field_b64(quote, "cert_chain"), trust, at, expected)
-    return to_verification(result, expected_report_data)
+    return to_verification(compare_rims(result, trust.collateral, at), expected_report_data)
 
 
 class NvidiaScheme:

@@ -1,0 +1,195 @@
+"""NVIDIA reference integrity manifests (RIMs): signed SWID tags with golden measurements.
+
+A RIM is an ISO/IEC 19770-2 SWID tag (`SoftwareIdentity`) with an enveloped XML-DSig
+signature (ECDSA P-384, SHA-384, C14N 1.1) whose `KeyInfo` carries the signing
+certificate chain, leaf first. `verify_rim(data, at)` accepts one only when:
+
+- the chain in `KeyInfo` is valid at `at`, each certificate signed by the next, ending
+  at (or signed by) NVIDIA's RIM root shipped in `verifier/tee/nvidia_roots/`
+  (`verifier_RIM_root.pem`, pinned by the SHA-256 of its DER, `RIM_ROOT_PIN`); the
+  certificates in the message never act as anchors;
+- the XML signature verifies (`signxml`) with the leaf's key, and only the signed
+  document is read afterwards.
+
+Its `Payload` lists `Resource type="Measurement"` elements: `index` (0-based; SPDM
+measurement block index - 1), `active` ("True"/"False"), `alternatives` (N) and
+`Hash0`..`Hash{N-1}` (hex, SHA-384, in the `xmlenc#sha384` namespace). Only active
+measurements are golden.
+
+`compare(measurements, rims)` compares SPDM blocks (`{spdm index: value}`) with the
+active golden measurements of the driver and VBIOS RIMs: an index is mismatching when
+its value is none of the alternatives, or when the report lacks it. An index active in
+both RIMs is refused as a conflict. `load_rims(folder, at)` reads every `*.swidtag` and
+`*.xml` directly in a folder (at most `MAX_FILES`, each at most `MAX_RIM` bytes).
+OCSP for the RIM certificates is not checked.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bytereplay.errors import QuoteError
+
+RIM_ROOT_FILE = "verifier_RIM_root.pem"
+RIM_ROOT_PIN = "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1"
+MAX_RIM = 1 << 20
+MAX_FILES = 64
+SWID_NS = "http://standards.iso.org/iso/19770/-2/2015/schema.xsd"
+DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
+SHA384_NS = "http://www.w3.org/2001/04/xmlenc#sha384"
+MAX_ALTERNATIVES = 16
+
+
+@dataclass(frozen=True)
+class Rim:
+    """One verified RIM: its tag id, product/version and active golden measurements."""
+
+    name: str
+    tag_id: str
+    version: str
+    signer: str
+    golden: dict[int, tuple[bytes, ...]]  # SPDM index (1-based) -> alternatives
+
+
+def _fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@functools.cache
+def rim_root() -> x509.Certificate:
+    """The pinned NVIDIA RIM root; RuntimeError if the shipped file differs."""
+    data = (resources.files("verifier.tee") / "nvidia_roots" / RIM_ROOT_FILE).read_bytes()
+    certs = x509.load_pem_x509_certificates(data)
+    if len(certs) != 1 or _fingerprint(certs[0]) != RIM_ROOT_PIN:
+        raise RuntimeError(f"verifier/tee/nvidia_roots/{RIM_ROOT_FILE} is not the pinned "
+                           "NVIDIA RIM root (SHA-256 differs)")
+    return certs[0]
+
+
+def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    if child.issuer != parent.subject or not isinstance(parent.public_key(),
+                                                        ec.EllipticCurvePublicKey):
+        return False
+    try:
+        child.verify_directly_issued_by(parent)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def _chain(root_el: Any, name: str, at: datetime) -> list[x509.Certificate]:
+    texts = [el.text or "" for el in root_el.iter(f"{{{DSIG_NS}}}X509Certificate")]
+    if not texts:
+        raise QuoteError(f"RIM {name}: no signing certificate in KeyInfo")
+    certs: list[x509.Certificate] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for text in texts[:8]:
+            pem = ("-----BEGIN CERTIFICATE-----\n" + "".join(text.split())
+                   + "\n-----END CERTIFICATE-----\n").encode()
+            try:
+                cert = x509.load_pem_x509_certificate(pem)
+                _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key(),
+                     cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
+                     cert.signature_hash_algorithm)
+                certs.append(cert)
+            except Exception:  # ValueError, UnsupportedAlgorithm, ...
+                raise QuoteError(f"RIM {name}: a KeyInfo certificate cannot be read") from None
+    for cert in certs:
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+            raise QuoteError(f"RIM {name}: certificate {cert.subject.rfc4514_string()!r} is not "
+                             f"valid at {at.isoformat()}")
+    for i, (child, parent) in enumerate(itertools.pairwise(certs)):
+        if not _signed_by(child, parent):
+            raise QuoteError(f"RIM {name}: the signing chain breaks at position {i}")
+    root = rim_root()
+    top = certs[-1]
+    if not (top == root or _signed_by(top, root)):
+        raise QuoteError(f"RIM {name}: the signing chain does not end at NVIDIA's RIM root")
+    return certs
+
+
+def verify_rim(data: bytes, at: datetime, name: str = "RIM") -> Rim:
+    """One RIM verified at `at` (see the module doc); `QuoteError` naming the failure."""
+    from lxml import etree
+    from signxml.exceptions import SignXMLException
+    from signxml.verifier import SignatureConfiguration, XMLVerifier
+
+    if len(data) > MAX_RIM:
+        raise QuoteError(f"RIM {name} is {len(data)} bytes; at most {MAX_RIM}")
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    try:
+        doc = etree.fromstring(data, parser=parser)
+    except etree.XMLSyntaxError as exc:
+        raise QuoteError(f"RIM {name} is not XML ({exc.msg})") from None
+    certs = _chain(doc, name, at)
+    leaf_pem = certs[0].public_bytes(serialization.Encoding.PEM).decode()
+    try:
+        verified = XMLVerifier().verify(
+            doc, x509_cert=leaf_pem, expect_config=SignatureConfiguration(verification_time=at))
+    except SignXMLException as exc:
+        raise QuoteError(f"RIM {name}: the XML signature does not verify ({exc})") from None
+    if isinstance(verified, list):  # only with expect_references > 1; never here
+        raise QuoteError(f"RIM {name}: more than one signed reference")
+    signed = verified.signed_xml
+    if signed is None or signed.tag != f"{{{SWID_NS}}}SoftwareIdentity":
+        raise QuoteError(f"RIM {name}: the signed document is not a SWID tag")
+    golden: dict[int, tuple[bytes, ...]] = {}
+    for res in signed.iter(f"{{{SWID_NS}}}Resource"):
+        if res.get("type") != "Measurement" or res.get("active") != "True":
+            continue
+        try:
+            index = int(res.get("index", "")) + 1
+            count = int(res.get("alternatives", "1"))
+            if not 1 <= count <= MAX_ALTERNATIVES or index in golden:
+                raise ValueError
+            golden[index] = tuple(bytes.fromhex(res.get(f"{{{SHA384_NS}}}Hash{i}", ""))
+                                  for i in range(count))
+        except ValueError:
+            raise QuoteError(f"RIM {name}: measurement resource {res.get('name')!r} is "
+                             "malformed") from None
+    meta = next(signed.iter(f"{{{SWID_NS}}}Meta"), None)
+    version = meta.get("colloquialVersion", "") if meta is not None else ""
+    return Rim(name=name, tag_id=signed.get("tagId", ""), version=version,
+               signer=certs[0].subject.rfc4514_string(), golden=golden)
+
+
+def load_rims(folder: str | Path, at: datetime) -> list[Rim]:
+    """Every RIM directly in `folder`, each verified at `at`; `QuoteError` on any failure."""
+    path = Path(folder)
+    try:
+        files = sorted(p for p in path.iterdir()
+                       if p.suffix in (".swidtag", ".xml") and p.is_file())
+    except OSError as exc:
+        raise QuoteError(f"RIM folder {folder} cannot be read: {exc.strerror}") from None
+    if not files:
+        raise QuoteError(f"RIM folder {folder} holds no *.swidtag file")
+    if len(files) > MAX_FILES:
+        raise QuoteError(f"RIM folder {folder} holds more than {MAX_FILES} RIMs")
+    return [verify_rim(p.read_bytes()[:MAX_RIM + 1], at, p.name) for p in files]
+
+
+def compare(measurements: dict[int, bytes], rims: list[Rim]) -> list[int]:
+    """The SPDM indexes whose values are none of the active golden alternatives."""
+    golden: dict[int, tuple[bytes, ...]] = {}
+    for rim in rims:
+        for index, values in rim.golden.items():
+            if index in golden:
+                raise QuoteError(f"RIMs conflict: measurement index {index} is active in more "
+                                 f"than one RIM ({rim.name})")
+            golden[index] = values
+    return sorted(i for i, values in golden.items() if measurements.get(i) not in values)
+

@@ -222,3 +222,16 @@ def test_the_quote_path_compares_with_the_configured_rims() -> None:
     url = dataclasses.replace(trust, collateral="https://rim.attestation.nvidia.com")
     with pytest.raises(QuoteError, match="RIM service URL is not supported"):
         verify_quote(root.quote(RD), {"nvidia": url}, RD, SAMPLE_AT)
+
+
+def test_the_ear_tee_facts_carry_the_gpu_facts() -> None:
+    from verifier.pipeline import tee_facts
+
+    root = NvidiaTestRoot()
+    trust = dataclasses.replace(root.trust(), collateral=str(NV))
+    result = verify_quote(root.quote(RD), {"nvidia": trust}, RD, SAMPLE_AT)
+    facts = tee_facts(result, {"nvidia": trust})
+    assert facts["test_root"] and facts["root"] == "TEST ROOT (not NVIDIA)"
+    assert facts["gpu"]["driver_version"] == "550.90.07" and facts["gpu"]["cc_mode"] == "on"
+    assert 8 in facts["gpu"]["mismatched_measurements"] and not facts["hardware"]
+    json.dumps(facts)

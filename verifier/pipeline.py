@@ -74,6 +74,9 @@ from verifier.results import Result, extensions, issue
 from verifier.tee.base import QuoteVerification, SchemeTrust, known_kinds, verify_quote
 from verifier.trust import home_ca_appeared, load_trust_sources, scheme_trusts
 
+GPU_FACTS = ("driver_version", "vbios_version", "chip_sku", "cc_mode",
+             "mismatched_measurements")
+
 log = logging.getLogger("bytereplay.verifier")
 
 OK = "ok"
@@ -188,11 +191,14 @@ def tee_facts(q: QuoteVerification, trusts: Mapping[str, SchemeTrust]) -> dict[s
     the scheme, whether hardware was verified, the TCB status and advisories, the
     collateral's times and the root that decided (a test root is named and flagged)."""
     trust = trusts.get(q.scheme)
-    return {"provider": q.provider, "scheme": q.scheme, "simulated": bool(q.simulated),
-            "hardware": bool(q.hardware), "chain_ok": bool(q.chain_ok),
-            "tcb_status": q.tcb_status, "tcb_up_to_date": q.tcb_up_to_date,
-            "advisories": list(q.advisories), "collateral": dict(q.collateral),
-            "root": q.root, "test_root": bool(trust is not None and trust.test_root)}
+    facts = {"provider": q.provider, "scheme": q.scheme, "simulated": bool(q.simulated),
+             "hardware": bool(q.hardware), "chain_ok": bool(q.chain_ok),
+             "tcb_status": q.tcb_status, "tcb_up_to_date": q.tcb_up_to_date,
+             "advisories": list(q.advisories), "collateral": dict(q.collateral),
+             "root": q.root, "test_root": bool(trust is not None and trust.test_root)}
+    if q.scheme == "nvidia":  # the GPU's own facts, mismatching RIM indexes included
+        facts["gpu"] = {k: q.claims.get(k) for k in GPU_FACTS}
+    return facts
 
 
 def measurement_differences(quote: QuoteVerification, decoded: DecodedEvidence) -> list[str]:

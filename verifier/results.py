@@ -11,7 +11,9 @@ the trustworthiness vector and the appraisal policy id:
     bytereplay.not_covered   what byte agreement never says (`NOT_COVERED`)
     bytereplay.tee           {"provider", "scheme", "simulated", "hardware", "chain_ok",
                               "tcb_status", "tcb_up_to_date", "advisories", "collateral",
-                              "root", "test_root"} (`verifier.pipeline.tee_facts`)
+                              "root", "test_root"} (`verifier.pipeline.tee_facts`); for
+                             NVIDIA also "gpu": {"driver_version", "vbios_version",
+                             "chip_sku", "cc_mode", "mismatched_measurements"}
     bytereplay.checks        {step: "ok" | what failed}
 
 `eat_nonce` echoes the Evidence's nonce (whatever became of it: a refused nonce is

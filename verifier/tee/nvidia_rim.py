@@ -122,7 +122,7 @@ def _chain(root_el: Any, name: str, at: datetime) -> list[x509.Certificate]:
     return certs
 
 
-def verify_rim(data: bytes, at: datetime, name: str = "RIM") -> Rim:
+def verify_rim(data: bytes, at: datetime, name: str = "document") -> Rim:
     """One RIM verified at `at` (see the module doc); `QuoteError` naming the failure."""
     from lxml import etree
     from signxml.exceptions import SignXMLException
@@ -140,7 +140,7 @@ def verify_rim(data: bytes, at: datetime, name: str = "RIM") -> Rim:
     try:
         verified = XMLVerifier().verify(
             doc, x509_cert=leaf_pem, expect_config=SignatureConfiguration(verification_time=at))
-    except SignXMLException as exc:
+    except (SignXMLException, etree.LxmlError, ValueError) as exc:  # C14N, schema, syntax
         raise QuoteError(f"RIM {name}: the XML signature does not verify ({exc})") from None
     if isinstance(verified, list):  # only with expect_references > 1; never here
         raise QuoteError(f"RIM {name}: more than one signed reference")

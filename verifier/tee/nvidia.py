@@ -34,24 +34,23 @@ with `cc_mode` (None when the report does not say).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from bytereplay.errors import QuoteError
 from verifier.tee.base import QuoteVerification, SchemeTrust, field_b64, same_bytes
+from verifier.tee.nvidia_pki import fingerprint, pinned_root, signed_by
 from verifier.tee.nvidia_spdm import SIGNATURE_LEN, SpdmReport, parse_report
 
 KIND = NAME = "nvidia"
@@ -71,9 +70,6 @@ def gpu_nonce(report_data: bytes) -> bytes:
     """The 32-byte SPDM nonce the attester asked the GPU for: SHA-256(report data)."""
     return hashlib.sha256(report_data).digest()
 
-
-def _fingerprint(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def load_chain(blob: bytes, what: str = "the GPU certificate chain") -> list[x509.Certificate]:
@@ -97,26 +93,9 @@ def load_chain(blob: bytes, what: str = "the GPU certificate chain") -> list[x50
     return certs
 
 
-@functools.cache
 def device_root() -> x509.Certificate:
     """The pinned NVIDIA Device Identity CA; RuntimeError if the shipped file differs."""
-    data = (resources.files("verifier.tee") / "nvidia_roots" / DEVICE_ROOT_FILE).read_bytes()
-    certs = load_chain(data, DEVICE_ROOT_FILE)
-    if len(certs) != 1 or _fingerprint(certs[0]) != DEVICE_ROOT_SHA256:
-        raise RuntimeError(f"verifier/tee/nvidia_roots/{DEVICE_ROOT_FILE} is not the pinned "
-                           "NVIDIA Device Identity CA (SHA-256 differs)")
-    return certs[0]
-
-
-def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    if child.issuer != parent.subject or not isinstance(parent.public_key(),
-                                                        ec.EllipticCurvePublicKey):
-        return False
-    try:
-        child.verify_directly_issued_by(parent)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
+    return pinned_root(DEVICE_ROOT_FILE, DEVICE_ROOT_SHA256, "NVIDIA Device Identity CA")
 
 
 def _anchors(trust: SchemeTrust) -> tuple[list[x509.Certificate], str]:
@@ -133,7 +112,7 @@ def _anchors(trust: SchemeTrust) -> tuple[list[x509.Certificate], str]:
         except OSError as exc:
             raise QuoteError(f"tee.nvidia.roots could not be read: {exc.strerror}") from None
         roots += load_chain(text, "tee.nvidia.roots")
-    if any(_fingerprint(r) == DEVICE_ROOT_SHA256 for r in roots):
+    if any(fingerprint(r) == DEVICE_ROOT_SHA256 for r in roots):
         raise QuoteError("tee.nvidia.roots names NVIDIA's Device Identity CA as a test root; "
                          "leave tee.nvidia.roots empty to use the pinned one")
     return roots, TEST_ROOT_NAME
@@ -147,13 +126,13 @@ def check_chain(chain: list[x509.Certificate], trust: SchemeTrust, at: datetime)
             raise QuoteError(f"GPU certificate {cert.subject.rfc4514_string()!r} is not valid "
                              f"at {at.isoformat()}")
     for i, (child, parent) in enumerate(itertools.pairwise(chain)):
-        if not _signed_by(child, parent):
+        if not signed_by(child, parent):
             raise QuoteError(f"GPU certificate chain breaks at position {i}: "
                              f"{child.subject.rfc4514_string()!r} is not signed by "
                              f"{parent.subject.rfc4514_string()!r}")
     top = chain[-1]
     for root in roots:
-        if (top == root or _signed_by(top, root)) and \
+        if (top == root or signed_by(top, root)) and \
                 root.not_valid_before_utc <= at <= root.not_valid_after_utc:
             return name
     raise QuoteError(f"GPU certificate chain does not end at the {name} "

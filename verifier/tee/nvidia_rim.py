@@ -26,22 +26,18 @@ OCSP for the RIM certificates is not checked.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import itertools
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from bytereplay.errors import QuoteError
+from verifier.tee.nvidia_pki import pinned_root, signed_by
 
 RIM_ROOT_FILE = "verifier_RIM_root.pem"
 RIM_ROOT_PIN = "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1"
@@ -64,30 +60,10 @@ class Rim:
     golden: dict[int, tuple[bytes, ...]]  # SPDM index (1-based) -> alternatives
 
 
-def _fingerprint(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
-
-@functools.cache
 def rim_root() -> x509.Certificate:
     """The pinned NVIDIA RIM root; RuntimeError if the shipped file differs."""
-    data = (resources.files("verifier.tee") / "nvidia_roots" / RIM_ROOT_FILE).read_bytes()
-    certs = x509.load_pem_x509_certificates(data)
-    if len(certs) != 1 or _fingerprint(certs[0]) != RIM_ROOT_PIN:
-        raise RuntimeError(f"verifier/tee/nvidia_roots/{RIM_ROOT_FILE} is not the pinned "
-                           "NVIDIA RIM root (SHA-256 differs)")
-    return certs[0]
-
-
-def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    if child.issuer != parent.subject or not isinstance(parent.public_key(),
-                                                        ec.EllipticCurvePublicKey):
-        return False
-    try:
-        child.verify_directly_issued_by(parent)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
+    return pinned_root(RIM_ROOT_FILE, RIM_ROOT_PIN, "NVIDIA RIM root")
 
 
 def _chain(root_el: Any, name: str, at: datetime) -> list[x509.Certificate]:
@@ -113,11 +89,11 @@ def _chain(root_el: Any, name: str, at: datetime) -> list[x509.Certificate]:
             raise QuoteError(f"RIM {name}: certificate {cert.subject.rfc4514_string()!r} is not "
                              f"valid at {at.isoformat()}")
     for i, (child, parent) in enumerate(itertools.pairwise(certs)):
-        if not _signed_by(child, parent):
+        if not signed_by(child, parent):
             raise QuoteError(f"RIM {name}: the signing chain breaks at position {i}")
     root = rim_root()
     top = certs[-1]
-    if not (top == root or _signed_by(top, root)):
+    if not (top == root or signed_by(top, root)):
         raise QuoteError(f"RIM {name}: the signing chain does not end at NVIDIA's RIM root")
     return certs
 

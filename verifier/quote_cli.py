@@ -142,14 +142,7 @@ def _verify(kind: str, parsed: Any, args: argparse.Namespace, trust: SchemeTrust
         if len(args.cert) != 1:
             raise UsageError("an NVIDIA report needs its GPU certificate chain: give --cert "
                              "CHAIN.txt once (PEM, leaf first)")
-        nonce = None
-        if args.nonce is not None:
-            try:
-                nonce = bytes.fromhex(args.nonce)
-            except ValueError:
-                nonce = b""
-            if len(nonce) != 32:
-                raise UsageError("--nonce must be 64 hex digits (32 bytes)")
+        nonce = _hex_arg(args.nonce, 32, "--nonce")
         from verifier.tee.nvidia import compare_rims
 
         result = verify_gpu(parsed, _read(args.cert[0], "certificate chain"), trust, at, nonce)
@@ -167,6 +160,19 @@ def _verify(kind: str, parsed: Any, args: argparse.Namespace, trust: SchemeTrust
                          fetch_more=trust.certs is not None, certs_from="given with --cert")
 
 
+def _hex_arg(text: str | None, size: int, flag: str) -> bytes | None:
+    """The `size` bytes a hex option gives, None when it is absent; UsageError otherwise."""
+    if text is None:
+        return None
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != size:
+        raise UsageError(f"{flag} must be {2 * size} hex digits ({size} bytes)")
+    return value
+
+
 def products_of(parsed: Any) -> tuple[str, ...]:
     """The products `--min-tcb` applies to: those of the report's CPU family, or every
     product for a version 2 report, which does not name its family (the chain decides)."""
@@ -179,14 +185,7 @@ def products_of(parsed: Any) -> tuple[str, ...]:
 
 def cmd_quote_verify(args: argparse.Namespace) -> int:
     at = parse_at(args.at)
-    expected: bytes | None = None
-    if args.report_data is not None:
-        try:
-            expected = bytes.fromhex(args.report_data)
-        except ValueError:
-            expected = b""
-        if len(expected) != 64:
-            raise UsageError("--report-data must be 128 hex digits (64 bytes)")
+    expected = _hex_arg(args.report_data, 64, "--report-data")
     data = _read(args.file, "quote")
     kind = args.kind or detect_kind(data)
     if args.cert and kind not in ("snp", "nvidia"):

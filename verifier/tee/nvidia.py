@@ -35,7 +35,6 @@ with `cc_mode` (None when the report does not say).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from bytereplay.errors import QuoteError
 from verifier.tee.base import QuoteVerification, SchemeTrust, field_b64, same_bytes
-from verifier.tee.nvidia_pki import fingerprint, pinned_root, signed_by
+from verifier.tee.nvidia_pki import check_links, fingerprint, pinned_root, signed_by
 from verifier.tee.nvidia_spdm import SIGNATURE_LEN, SpdmReport, parse_report
 
 KIND = NAME = "nvidia"
@@ -121,15 +120,7 @@ def _anchors(trust: SchemeTrust) -> tuple[list[x509.Certificate], str]:
 def check_chain(chain: list[x509.Certificate], trust: SchemeTrust, at: datetime) -> str:
     """Check `chain` (leaf first) to the anchor `trust` selects at `at`; the anchor's name."""
     roots, name = _anchors(trust)
-    for cert in chain:
-        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
-            raise QuoteError(f"GPU certificate {cert.subject.rfc4514_string()!r} is not valid "
-                             f"at {at.isoformat()}")
-    for i, (child, parent) in enumerate(itertools.pairwise(chain)):
-        if not signed_by(child, parent):
-            raise QuoteError(f"GPU certificate chain breaks at position {i}: "
-                             f"{child.subject.rfc4514_string()!r} is not signed by "
-                             f"{parent.subject.rfc4514_string()!r}")
+    check_links(chain, at, "GPU")
     top = chain[-1]
     for root in roots:
         if (top == root or signed_by(top, root)) and \

@@ -4,19 +4,25 @@ RIM signing chain in `verifier.tee.nvidia_rim`).
 
 `pinned_root(file, sha256, what)` loads a shipped root and refuses it (RuntimeError: the
 package itself is wrong) unless its DER SHA-256 is the pinned one; `signed_by(child,
-parent)` says whether `parent` (an EC key) issued and signed `child`.
+parent)` says whether `parent` (an EC key) issued and signed `child`; `check_links(certs,
+at, what)` refuses a chain (leaf first) with a certificate outside its validity at `at`
+or a link that `signed_by` does not hold, naming the certificate or the position.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+from datetime import datetime
 from importlib import resources
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from bytereplay.errors import QuoteError
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -42,3 +48,15 @@ def signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True
+
+
+def check_links(certs: list[x509.Certificate], at: datetime, what: str) -> None:
+    for cert in certs:
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+            raise QuoteError(f"{what} certificate {cert.subject.rfc4514_string()!r} is not "
+                             f"valid at {at.isoformat()}")
+    for i, (child, parent) in enumerate(itertools.pairwise(certs)):
+        if not signed_by(child, parent):
+            raise QuoteError(f"{what} certificate chain breaks at position {i}: "
+                             f"{child.subject.rfc4514_string()!r} is not signed by "
+                             f"{parent.subject.rfc4514_string()!r}")

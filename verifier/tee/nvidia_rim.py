@@ -26,7 +26,6 @@ OCSP for the RIM certificates is not checked.
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bytereplay.errors import QuoteError
-from verifier.tee.nvidia_pki import pinned_root, signed_by
+from verifier.tee.nvidia_pki import check_links, pinned_root, signed_by
 
 RIM_ROOT_FILE = "verifier_RIM_root.pem"
 RIM_ROOT_PIN = "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1"
@@ -84,13 +83,7 @@ def _chain(root_el: Any, name: str, at: datetime) -> list[x509.Certificate]:
                 certs.append(cert)
             except Exception:  # ValueError, UnsupportedAlgorithm, ...
                 raise QuoteError(f"RIM {name}: a KeyInfo certificate cannot be read") from None
-    for cert in certs:
-        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
-            raise QuoteError(f"RIM {name}: certificate {cert.subject.rfc4514_string()!r} is not "
-                             f"valid at {at.isoformat()}")
-    for i, (child, parent) in enumerate(itertools.pairwise(certs)):
-        if not signed_by(child, parent):
-            raise QuoteError(f"RIM {name}: the signing chain breaks at position {i}")
+    check_links(certs, at, f"RIM {name}: signing")
     root = rim_root()
     top = certs[-1]
     if not (top == root or signed_by(top, root)):

@@ -23,17 +23,13 @@ import pytest
 from fake_tsm import TestRootKernel
 from snp_test_root import SnpTestRoot
 from tdx_test_root import TdxTestRoot
-from verifier_fixtures import new_home, shared_engine
+from verifier_fixtures import CONTAINER, attest_once, new_home, shared_engine
 
-from attester.config import AttesterConfig
-from attester.service import Attester, parse_infer_body
 from attester.tee.tsm import TsmProvider
 from bytereplay.home import Home
 from relying_party import evaluate
 from verifier.config import TeeTrustConfig, VerifierConfig
 from verifier.pipeline import Verifier
-
-CONTAINER = "sha256:" + "ab" * 32
 
 
 @dataclass
@@ -81,22 +77,10 @@ def _verifier(home: Home, tmp_path: Path, kind: str, *, test_root: bool) -> Veri
 
 
 def _attest(home: Home, tmp_path: Path, kind: str, verifier: Verifier) -> Flow:
-    issued = verifier.issue_nonce()
     tsm = tmp_path / "tsm" / kind
     tsm.mkdir(parents=True)
-    config = AttesterConfig(provider="tsm", container_digest=CONTAINER,
-                            operator="ops@example.org", verifier_ref="http://127.0.0.1:1")
-    attester = Attester(config, home,  # its own engine: the record names container and operator
-                        provider=TsmProvider(tsm, fs=TestRootKernel(ROOTS[kind])))
-    attester.load_engine()
-    challenge = issued.to_json()
-    req = parse_infer_body({"input": "Say hello", "decode": {"max_new_tokens": 8},
-                            "nonce": challenge["nonce"],
-                            "challenge_window": {"issued_at": challenge["issued_at"],
-                                                 "expires_at": challenge["expires_at"]}},
-                           config)
-    answer = attester.attest(req)
-    return Flow(kind, answer["evidence"], answer["output"].encode(), challenge["nonce"])
+    provider = TsmProvider(tsm, fs=TestRootKernel(ROOTS[kind]))
+    return Flow(kind, *attest_once(home, "tsm", provider, verifier.issue_nonce()))
 
 
 def _sub(token: str) -> dict[str, Any]:

@@ -20,10 +20,8 @@ from typing import Any
 
 import pytest
 from nvidia_test_root import AT, NvidiaTestRoot
-from verifier_fixtures import new_home, shared_engine
+from verifier_fixtures import CONTAINER, attest_once, new_home, shared_engine
 
-from attester.config import AttesterConfig
-from attester.service import Attester, parse_infer_body
 from attester.tee.nvidia import NvidiaProvider
 from bytereplay.ear import peek
 from bytereplay.home import Home
@@ -31,7 +29,6 @@ from relying_party import evaluate
 from verifier.config import TeeTrustConfig, VerifierConfig
 from verifier.pipeline import Verifier
 
-CONTAINER = "sha256:" + "ab" * 32
 ROOT = NvidiaTestRoot()
 
 
@@ -74,19 +71,7 @@ def _verifier(home: Home, tmp_path: Path, *, test_root: bool) -> Verifier:
 
 def _attest(home: Home, verifier: Verifier, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bytes, str]:
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(ROOT))
-    issued = verifier.issue_nonce()
-    config = AttesterConfig(provider="nvidia", container_digest=CONTAINER,
-                            operator="ops@example.org", verifier_ref="http://127.0.0.1:1")
-    attester = Attester(config, home, provider=NvidiaProvider())
-    attester.load_engine()
-    challenge = issued.to_json()
-    req = parse_infer_body({"input": "Say hello", "decode": {"max_new_tokens": 8},
-                            "nonce": challenge["nonce"],
-                            "challenge_window": {"issued_at": challenge["issued_at"],
-                                                 "expires_at": challenge["expires_at"]}},
-                           config)
-    answer = attester.attest(req)
-    return answer["evidence"], answer["output"].encode(), challenge["nonce"]
+    return attest_once(home, "nvidia", NvidiaProvider(), verifier.issue_nonce())
 
 
 def test_gpu_evidence_under_a_test_root_is_checked_but_not_affirming(

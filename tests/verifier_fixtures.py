@@ -90,3 +90,28 @@ def store_options(kind: str, request: pytest.FixtureRequest, prefix: str) -> dic
         return {}
     return {"store": "redis", "redis_url": request.getfixturevalue("redis_url"),
             "redis_prefix": prefix}
+
+
+CONTAINER = "sha256:" + "ab" * 32  # the container digest `attest_once` records
+
+
+def attest_once(home: Home, provider_name: str, provider: Any,
+                issued: Any) -> tuple[str, bytes, str]:
+    """One run through the real attester (`Attester.attest`, its own engine, a complete
+    record: container, operator, verifier) with `provider` capturing the quote, for the
+    challenge `issued`: (Evidence, output bytes, nonce text)."""
+    from attester.config import AttesterConfig
+    from attester.service import Attester, parse_infer_body
+
+    config = AttesterConfig(provider=provider_name, container_digest=CONTAINER,
+                            operator="ops@example.org", verifier_ref="http://127.0.0.1:1")
+    attester = Attester(config, home, provider=provider)
+    attester.load_engine()
+    challenge = issued.to_json()
+    req = parse_infer_body({"input": "Say hello", "decode": {"max_new_tokens": 8},
+                            "nonce": challenge["nonce"],
+                            "challenge_window": {"issued_at": challenge["issued_at"],
+                                                 "expires_at": challenge["expires_at"]}},
+                           config)
+    answer = attester.attest(req)
+    return answer["evidence"], answer["output"].encode(), challenge["nonce"]

@@ -74,9 +74,6 @@ from verifier.results import Result, extensions, issue
 from verifier.tee.base import QuoteVerification, SchemeTrust, known_kinds, verify_quote
 from verifier.trust import home_ca_appeared, load_trust_sources, scheme_trusts
 
-GPU_FACTS = ("driver_version", "vbios_version", "chip_sku", "cc_mode",
-             "mismatched_measurements")
-
 log = logging.getLogger("bytereplay.verifier")
 
 OK = "ok"
@@ -189,16 +186,16 @@ def step_quote(a: Appraisal, trusts: Mapping[str, SchemeTrust], at: datetime) ->
 def tee_facts(q: QuoteVerification, trusts: Mapping[str, SchemeTrust]) -> dict[str, Any]:
     """What the appraisal policy reads of an accepted quote, and the EAR's `bytereplay.tee`:
     the scheme, whether hardware was verified, the TCB status and advisories, the
-    collateral's times and the root that decided (a test root is named and flagged)."""
+    collateral's times and the root that decided (a test root is named and flagged), plus
+    what the scheme adds (`QuoteVerification.ear_facts`)."""
     trust = trusts.get(q.scheme)
     facts = {"provider": q.provider, "scheme": q.scheme, "simulated": bool(q.simulated),
              "hardware": bool(q.hardware), "chain_ok": bool(q.chain_ok),
              "tcb_status": q.tcb_status, "tcb_up_to_date": q.tcb_up_to_date,
              "advisories": list(q.advisories), "collateral": dict(q.collateral),
              "root": q.root, "test_root": bool(trust is not None and trust.test_root)}
-    if q.scheme == "nvidia":  # the GPU's own facts, mismatching RIM indexes included
-        facts["gpu"] = {k: q.claims.get(k) for k in GPU_FACTS}
-    return facts
+    # A scheme's own facts (nvidia: `gpu`) never replace the common ones.
+    return {**q.ear_facts, **facts}
 
 
 def measurement_differences(quote: QuoteVerification, decoded: DecodedEvidence) -> list[str]:

@@ -84,6 +84,8 @@ class QuoteVerification:
     - `tcb_status`, `advisories`, `collateral` (issue/next-update times, RFC 3339),
       `root` (which anchor decided, e.g. "TEST ROOT (not Intel)"), `debug`, `claims`
       (further scheme claims, JSON-ready).
+    - `ear_facts`: what the scheme adds to the EAR's `bytereplay.tee` beside the common
+      facts, under keys of its own (e.g. nvidia's `gpu`), JSON-ready.
     """
 
     provider: str
@@ -100,6 +102,7 @@ class QuoteVerification:
     root: str | None = None
     debug: bool = False
     claims: dict[str, Any] = field(default_factory=dict)
+    ear_facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tcb_up_to_date(self) -> bool:

@@ -61,6 +61,8 @@ MAX_CHAIN_CERTS = 8
 OID_DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1")
 # An FWID entry of TcbInfo: SEQUENCE { OID sha384, OCTET STRING (48 bytes) }.
 FWID_SHA384_PREFIX = bytes.fromhex("06096086480165030402020430")
+GPU_FACTS = ("driver_version", "vbios_version", "chip_sku", "cc_mode",
+             "mismatched_measurements")
 REASON_NOT_COMPARED = "measurements not compared: no reference integrity manifests (RIMs)"
 REASON_NO_REVOCATION = "revocation not checked: no OCSP responder configured"
 
@@ -241,6 +243,8 @@ def to_verification(result: NvidiaResult, report_data: bytes, *,
         report_data=report_data, chain_ok=True, root=result.root, debug=cc == "devtools",
         reasons=tuple(reasons),
         claims={k: v for k, v in result.claims.items() if k != "measurements"},
+        # The GPU's own facts in the EAR, mismatching RIM indexes included.
+        ear_facts={"gpu": {k: result.claims.get(k) for k in GPU_FACTS}},
     )
 
 

@@ -19,6 +19,10 @@ Sources (the verifier's `SchemeTrust.collateral`, the attester's `tdx_collateral
 
 - a folder: `<FMSPC>.json` per platform (upper or lower case hex);
 - a single file (its TCB info must be for the quote's FMSPC);
+- a file found and parsed is remembered by (path, mtime, size); within `recheck_s`
+  (default 1 s) of its last look the source answers from memory without touching the
+  disk (a replaced file is picked up within that interval; its freshness at the given
+  time is checked by the caller on every use, `TdxCollateral.check_at`);
 - an `http://` or `https://` Intel PCS / PCCS v4 base URL (e.g.
   `https://api.trustedservices.intel.com`). Its answers (`/sgx/certification/v4/pckcrl`,
   `/tdx/certification/v4/tcb`, `/tdx/certification/v4/qe/identity`, and the root CA
@@ -41,6 +45,7 @@ import os
 import struct
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -62,6 +67,7 @@ FIELDS = ("pck_crl_issuer_chain", "root_ca_crl", "pck_crl", "tcb_info_issuer_cha
 MAX_COLLATERAL = 1 << 20
 HTTP_TIMEOUT_S = 10.0
 PCK_CA = ("platform", "processor")
+RECHECK_S = 1.0  # a folder or file source looks at the disk at most this often per FMSPC
 INTEL_PCS_HOST = "api.trustedservices.intel.com"
 # The root CA CRL's distribution point (in Intel's SGX Root CA certificate).
 INTEL_ROOT_CA_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
@@ -230,12 +236,18 @@ class CollateralSource:
     """
 
     def __init__(self, spec: str, cache_dir: Path | None = None, *,
-                 parse: Callable[[Any], TdxCollateral] = parse_collateral) -> None:
+                 parse: Callable[[Any], TdxCollateral] = parse_collateral,
+                 recheck_s: float = RECHECK_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.cache_dir = cache_dir
         self.parse = parse
         self.url = spec.rstrip("/") if spec.startswith(("http://", "https://")) else None
+        self.recheck_s = recheck_s
+        self.monotonic = monotonic
         self._memo: dict[tuple[str, ...], tuple[tuple[int, int], TdxCollateral]] = {}
+        # FMSPC -> (when the disk was last looked at, the collateral found then)
+        self._seen: dict[str, tuple[float, TdxCollateral]] = {}
         self._lock = threading.Lock()
 
     def get(self, fmspc: str, at: datetime, ca: str = "platform") -> TdxCollateral:
@@ -243,6 +255,16 @@ class CollateralSource:
         fmspc = fmspc.upper()
         if self.url is not None:
             return self._from_url(fmspc, ca, at)
+        now = self.monotonic()
+        seen = self._seen.get(fmspc)
+        if seen is not None and now - seen[0] < self.recheck_s:
+            return seen[1]  # looked at the disk under recheck_s ago: no stat, no read
+        collateral = self._from_disk(fmspc)
+        with self._lock:
+            self._seen[fmspc] = (now, collateral)
+        return collateral
+
+    def _from_disk(self, fmspc: str) -> TdxCollateral:
         path = Path(self.spec)
         if path.is_dir():
             for name in (f"{fmspc}.json", f"{fmspc.lower()}.json"):

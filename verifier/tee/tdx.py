@@ -29,7 +29,9 @@ refuses malformed input with `QuoteError`, naming what is wrong and where:
    `at` (an expired part is named with its expiry);
 5. dcap-qvl (`verify_with_root_ca`) checks the quote signature, the QE report and
    its PCK signature, the PCK chain and CRLs, the TCB info and QE identity signatures
-   to the root, and finds the TCB level;
+   to the root, and finds the TCB level; its verdict on a platform is remembered per
+   time cell and reused for that platform's next quote with only the quote's own
+   signature checked, which answers exactly as dcap-qvl would (`tdx_platform`);
 6. the TCB status must be in `trust.allowed_tcb` (default UpToDate only); the status
    and advisory ids go into the result and into a refusal.
 
@@ -51,7 +53,6 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -66,6 +67,7 @@ from verifier.tee.base import (
     same_bytes,
 )
 from verifier.tee.tdx_collateral import TdxCollateral, parse_collateral, rfc3339, source_for
+from verifier.tee.tdx_platform import VERDICTS
 
 KIND = "tdx"
 PROVIDER = "tsm"
@@ -282,8 +284,11 @@ def verify_parsed(parsed: TdxQuote, trust: SchemeTrust, at: datetime, *, collate
     root_der, root_name = root_for(trust)
     coll, origin = _collateral_for(parsed, trust, at, collateral)
     times = coll.check_at(at)
+    signed_len = parsed.body_offset + len(parsed.body)
     try:
-        report = dcap_qvl.verify_with_root_ca(parsed.raw, coll.qvl, root_der, int(at.timestamp()))
+        status, advisories = VERDICTS.verify(
+            parsed.raw, signed_len, parsed.body_offset + TD_FIELDS["report_data"][0], coll,
+            root_der, int(at.timestamp()))
     except Exception as exc:  # dcap-qvl raises ValueError for every refusal
         message = " ".join(str(exc).split())[:300]
         if NO_TCB_LEVEL in message:
@@ -291,8 +296,6 @@ def verify_parsed(parsed: TdxQuote, trust: SchemeTrust, at: datetime, *, collate
                              f"the TCB info (evaluation {coll.tcb_evaluation}): the platform's "
                              "SVNs are below every listed level") from None
         raise QuoteError(f"tdx quote refused by dcap-qvl under {root_name}: {message}") from None
-    status = str(report.status)
-    advisories = tuple(str(a) for a in report.advisory_ids)
     if status not in trust.allowed_tcb:
         raise QuoteError(f"tdx TCB status {status} is not allowed (allowed: "
                          f"{', '.join(trust.allowed_tcb) or 'none'}); advisories: "

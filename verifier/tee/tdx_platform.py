@@ -42,8 +42,8 @@ switched off (`enabled`), which the benchmark does to measure what it earns.
 
 from __future__ import annotations
 
-import bisect
 import binascii
+import bisect
 import json
 import re
 import threading
@@ -174,7 +174,7 @@ def pem_instants(text: bytes, out: set[int]) -> None:
     """Every instant in every PEM block of `text` (any label)."""
     for m in _PEM.finditer(text):
         try:
-            der = binascii.a2b_base64(b"".join(m[2].split()))
+            der = binascii.a2b_base64(b"".join(m[2].split()), strict_mode=True)
         except binascii.Error:
             raise NotCacheable("a PEM block that is not base64") from None
         der_instants(der, out)

@@ -9,13 +9,20 @@ Measured, interleaved so that every figure meets the same load:
   TEST ROOT (`tests/tdx_test_root.py`), verified by the real tdx scheme (dcap-qvl, Intel's
   chain replaced by the test root only), collateral from a folder source (cached in
   memory after the first read), each quote binding a fresh nonce;
+- `tdx_test_root_no_platform_cache`: the same with dcap-qvl run on every quote (the
+  remembered platform verdict, `verifier.tee.tdx_platform`, switched off);
+- `tdx_test_root_no_recheck`: the same with the folder source looking at the disk on
+  every appraisal (its once-a-second recheck switched off);
 - `tdx_real_quote`: `verifier.tee.tdx.verify_quote_bytes` alone on the real
-  `fixtures/tee/intel/tdx_quote` with its collateral parsed once, at the fixture's time;
+  `fixtures/tee/intel/tdx_quote` with its collateral parsed once, at the fixture's time
+  (the platform verdict remembered after the first); `tdx_real_quote_dcap_qvl`: the
+  same with dcap-qvl on every call;
 - `snp_real_report`: `verifier.tee.snp.verify_report` alone on the real
   `fixtures/tee/amd/report_milan.hex` with its VCEK, at the fixture's time.
 
 Goal (issue 13): >= 1,000 appraisals/s per core with a TDX quote. Figures are per wall
-second and per CPU second of this process; ratios are against `simulated`.
+second and per CPU second of this process (the machine is shared: CPU time is the
+figure); ratios are against `simulated`.
 """
 
 from __future__ import annotations
@@ -66,9 +73,20 @@ class TestRootTdx:
         return quote
 
 
+JOBS = ("simulated", "tdx_test_root", "tdx_test_root_no_platform_cache", "tdx_test_root_no_recheck",
+        "tdx_real_quote", "tdx_real_quote_dcap_qvl", "snp_real_report")
+
+
 def measure(n: int, rounds: int) -> dict[str, Any]:
-    from verifier.tee import snp, tdx
+    from bytereplay.tdx_collateral import RECHECK_S
+    from verifier.tee import snp, tdx, tdx_collateral
     from verifier.tee.tdx_collateral import parse_collateral
+    from verifier.tee.tdx_platform import VERDICTS
+
+    def caches(platform: bool = True, recheck: bool = True) -> None:
+        VERDICTS.enabled = platform
+        for source in tdx_collateral._SOURCES.values():
+            source.recheck_s = RECHECK_S if recheck else 0.0
 
     with tempfile.TemporaryDirectory(prefix="bytereplay-bench-tee-") as tmp:
         engine = Engine(EngineSettings(model_dir=DEFAULT_MODEL_DIR))  # the fixture
@@ -84,8 +102,9 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
             tdx_factory = EvidenceFactory(tdx_home, engine)
             provider = TestRootTdx(root)
             sim_ev = [str(sim_factory.make(sim.issue_nonce().nonce)) for _ in range(n)]
-            tdx_ev = [str(tdx_factory.make(hw.issue_nonce().nonce, provider=provider))
-                      for _ in range(n)]
+            tdx_ev, tdx_ev_2, tdx_ev_3 = ([str(tdx_factory.make(hw.issue_nonce().nonce,
+                                                                provider=provider))
+                                           for _ in range(n)] for _ in range(3))
             warm = hw.appraise(str(tdx_factory.make(hw.issue_nonce().nonce, provider=provider)))
             if warm.status == "contraindicated":
                 raise SystemExit(f"the TDX test-root appraisal failed: {warm.token[:80]}")
@@ -97,19 +116,35 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
             snp_trust = SchemeTrust(configured=True, allowed_tcb=("UpToDate", "MinimumNotConfigured"))
             assert tdx.verify_quote_bytes(quote, tdx_trust, TDX_AT, collateral=collateral).hardware
             assert snp.verify_report(report, snp_trust, SNP_AT, certs=(vcek,)).hardware
-            statuses: dict[str, set[str]] = {"simulated": set(), "tdx_test_root": set()}
+            statuses: dict[str, set[str]] = {name: set() for name in JOBS[:4]}
+
+            def appraise(name: str, verifier: Verifier, **on: bool) -> Any:
+                def one(token: str) -> None:
+                    caches(**on)
+                    statuses[name].add(verifier.appraise(token, replay=False).status)
+                return one
+
+            def real(**on: bool) -> Any:
+                def one(_: Any) -> None:
+                    caches(**on)
+                    tdx.verify_quote_bytes(quote, tdx_trust, TDX_AT, collateral=collateral)
+                return one
+
             gc.collect()
             with one_core() as pinning:
                 clocks = interleaved({
-                    "simulated": (lambda t: statuses["simulated"].add(
-                        sim.appraise(t, replay=False).status), sim_ev),
-                    "tdx_test_root": (lambda t: statuses["tdx_test_root"].add(
-                        hw.appraise(t, replay=False).status), tdx_ev),
-                    "tdx_real_quote": (lambda _: tdx.verify_quote_bytes(
-                        quote, tdx_trust, TDX_AT, collateral=collateral), list(range(n))),
+                    "simulated": (appraise("simulated", sim), sim_ev),
+                    "tdx_test_root": (appraise("tdx_test_root", hw), tdx_ev),
+                    "tdx_test_root_no_platform_cache": (appraise(
+                        "tdx_test_root_no_platform_cache", hw, platform=False), tdx_ev_2),
+                    "tdx_test_root_no_recheck": (appraise(
+                        "tdx_test_root_no_recheck", hw, recheck=False), tdx_ev_3),
+                    "tdx_real_quote": (real(), list(range(n))),
+                    "tdx_real_quote_dcap_qvl": (real(platform=False), list(range(n))),
                     "snp_real_report": (lambda _: snp.verify_report(
                         report, snp_trust, SNP_AT, certs=(vcek,)), list(range(n))),
                 }, rounds)
+            caches()
         finally:
             sim.close()
             hw.close()
@@ -135,9 +170,9 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"hardware quotes beside the simulated TEE ({report['pinning']}, n={args.n}):")
-    for name in ("simulated", "tdx_test_root", "tdx_real_quote", "snp_real_report"):
+    for name in JOBS:
         r = report[name]
-        print(f"  {name:16s} {r['per_s']:8,.0f}/s  {r['per_cpu_s']:8,.0f} per CPU-s  "
+        print(f"  {name:31s} {r['per_s']:8,.0f}/s  {r['per_cpu_s']:8,.0f} per CPU-s  "
               f"x{r['ratio_to_simulated_cpu']:.3f} of simulated")
     print(f"  statuses: {report['statuses']}")
     g = report["goal"]

@@ -450,3 +450,22 @@ def test_fmspc_of_test_root_quotes_and_refusals(root: TdxTestRoot) -> None:
     broken = raw[:chain] + b"-----BEGIN XXXXXXXXXXX" + raw[chain + 22:]
     with pytest.raises(QuoteError, match="not PEM certificates"):
         quote_fmspc_and_ca(broken)
+
+
+def test_a_file_source_looks_at_the_disk_at_most_once_per_recheck_interval(tmp_path: Path) -> None:
+    path = tmp_path / f"{FMSPC}.json"
+    shutil.copy(COLLATERAL, path)
+    clock = [100.0]
+    source = tdx_collateral.CollateralSource(str(tmp_path), parse=tdx_collateral.parse_collateral,
+                                             monotonic=lambda: clock[0])
+    first = source.get(FMSPC, AT)
+    path.unlink()  # gone from disk: within the interval the source does not look
+    clock[0] += 0.9
+    assert source.get(FMSPC, AT) is first
+    clock[0] += 0.2  # past the interval: it looks again, and says what it found
+    with pytest.raises(QuoteError, match="does not exist"):
+        source.get(FMSPC, AT)
+    shutil.copy(INTEL / "tdx_quote_outdated_collateral.json", path)  # another file, same name
+    clock[0] += 5
+    with pytest.raises(QuoteError, match="is for FMSPC 90C06F000000"):
+        source.get(FMSPC, AT)

@@ -13,6 +13,9 @@ Measured, interleaved so that every figure meets the same load:
   remembered platform verdict, `verifier.tee.tdx_platform`, switched off);
 - `tdx_test_root_no_recheck`: the same with the folder source looking at the disk on
   every appraisal (its once-a-second recheck switched off);
+- `tdx_quote_collateral`: the same appraisals with the collateral carried in each quote
+  object (the attester's `tdx_collateral_url`), parsed once and remembered;
+  `tdx_quote_collateral_no_memo`: parsed on every appraisal;
 - `tdx_real_quote`: `verifier.tee.tdx.verify_quote_bytes` alone on the real
   `fixtures/tee/intel/tdx_quote` with its collateral parsed once, at the fixture's time
   (the platform verdict remembered after the first); `tdx_real_quote_dcap_qvl`: the
@@ -58,23 +61,27 @@ GOAL_PER_CORE = 1000
 
 
 class TestRootTdx:
-    """The attester's `tsm` quote for a TDX guest, from the TEST ROOT (no collateral
-    carried: the verifier reads its configured collateral folder)."""
+    """The attester's `tsm` quote for a TDX guest, from the TEST ROOT: with no collateral
+    carried (the verifier reads its configured collateral folder) or, with `collateral`,
+    the collateral carried in the quote object."""
 
     name = "tsm"
     simulated = False
 
-    def __init__(self, root: TdxTestRoot) -> None:
+    def __init__(self, root: TdxTestRoot, *, collateral: bool = False) -> None:
         self.root = root
+        self.collateral = collateral
 
     def quote(self, report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
-        quote = self.root.tsm_quote(report_data, collateral=False)
+        quote = self.root.tsm_quote(report_data, collateral=self.collateral)
         quote["software_measurements"] = dict(measurements)
         return quote
 
 
 JOBS = ("simulated", "tdx_test_root", "tdx_test_root_no_platform_cache", "tdx_test_root_no_recheck",
-        "tdx_real_quote", "tdx_real_quote_dcap_qvl", "snp_real_report")
+        "tdx_quote_collateral", "tdx_quote_collateral_no_memo", "tdx_real_quote",
+        "tdx_real_quote_dcap_qvl", "snp_real_report")
+APPRAISALS = JOBS[:6]
 
 
 def measure(n: int, rounds: int) -> dict[str, Any]:
@@ -83,8 +90,9 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
     from verifier.tee.tdx_collateral import parse_collateral
     from verifier.tee.tdx_platform import VERDICTS
 
-    def caches(platform: bool = True, recheck: bool = True) -> None:
+    def caches(platform: bool = True, recheck: bool = True, memo: bool = True) -> None:
         VERDICTS.enabled = platform
+        tdx_collateral.MEMO_ENABLED = memo
         for source in tdx_collateral._SOURCES.values():
             source.recheck_s = RECHECK_S if recheck else 0.0
 
@@ -97,6 +105,10 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
         hw = Verifier(VerifierConfig(home=tdx_home, replay=False, tee={"tdx": TeeTrustConfig(
             roots=(files["root"],), test_root=True, collateral=str(files["collateral"]))}),
             clock=lambda: root.at.timestamp())
+        carried_home = Home.resolve(Path(tmp) / "tdx-carried")
+        carried = Verifier(VerifierConfig(home=carried_home, replay=False, tee={
+            "tdx": TeeTrustConfig(roots=(files["root"],), test_root=True)}),
+            clock=lambda: root.at.timestamp())
         try:
             sim_factory = EvidenceFactory(sim_home, engine)
             tdx_factory = EvidenceFactory(tdx_home, engine)
@@ -105,6 +117,11 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
             tdx_ev, tdx_ev_2, tdx_ev_3 = ([str(tdx_factory.make(hw.issue_nonce().nonce,
                                                                 provider=provider))
                                            for _ in range(n)] for _ in range(3))
+            carried_factory = EvidenceFactory(carried_home, engine)
+            carrying = TestRootTdx(root, collateral=True)
+            carried_ev, carried_ev_2 = ([str(carried_factory.make(
+                carried.issue_nonce().nonce, provider=carrying)) for _ in range(n)]
+                for _ in range(2))
             warm = hw.appraise(str(tdx_factory.make(hw.issue_nonce().nonce, provider=provider)))
             if warm.status == "contraindicated":
                 raise SystemExit(f"the TDX test-root appraisal failed: {warm.token[:80]}")
@@ -116,7 +133,7 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
             snp_trust = SchemeTrust(configured=True, allowed_tcb=("UpToDate", "MinimumNotConfigured"))
             assert tdx.verify_quote_bytes(quote, tdx_trust, TDX_AT, collateral=collateral).hardware
             assert snp.verify_report(report, snp_trust, SNP_AT, certs=(vcek,)).hardware
-            statuses: dict[str, set[str]] = {name: set() for name in JOBS[:4]}
+            statuses: dict[str, set[str]] = {name: set() for name in APPRAISALS}
 
             def appraise(name: str, verifier: Verifier, **on: bool) -> Any:
                 def one(token: str) -> None:
@@ -139,6 +156,10 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
                         "tdx_test_root_no_platform_cache", hw, platform=False), tdx_ev_2),
                     "tdx_test_root_no_recheck": (appraise(
                         "tdx_test_root_no_recheck", hw, recheck=False), tdx_ev_3),
+                    "tdx_quote_collateral": (appraise("tdx_quote_collateral", carried),
+                                             carried_ev),
+                    "tdx_quote_collateral_no_memo": (appraise(
+                        "tdx_quote_collateral_no_memo", carried, memo=False), carried_ev_2),
                     "tdx_real_quote": (real(), list(range(n))),
                     "tdx_real_quote_dcap_qvl": (real(platform=False), list(range(n))),
                     "snp_real_report": (lambda _: snp.verify_report(
@@ -148,6 +169,7 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
         finally:
             sim.close()
             hw.close()
+            carried.close()
     base = clocks["simulated"]
     out: dict[str, Any] = {"pinning": pinning, "n": n, "rounds": rounds,
                            "statuses": {k: sorted(v) for k, v in statuses.items()}}

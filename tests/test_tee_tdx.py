@@ -469,3 +469,16 @@ def test_a_file_source_looks_at_the_disk_at_most_once_per_recheck_interval(tmp_p
     clock[0] += 5
     with pytest.raises(QuoteError, match="is for FMSPC 90C06F000000"):
         source.get(FMSPC, AT)
+
+
+def test_collateral_carried_in_quotes_is_parsed_once_and_refusals_are_not_kept() -> None:
+    obj = json.loads(COLLATERAL.read_text())
+    tdx_collateral._PARSED.clear()
+    first = tdx_collateral.parse_collateral(dict(obj))
+    assert tdx_collateral.parse_collateral({**obj, "extra": "ignored"}) is first
+    assert tdx_collateral.parse_collateral(COLLATERAL.read_text()) is not first  # keyed by input
+    changed = {**obj, "tcb_info": obj["tcb_info"].replace('"TDX"', '"SGX"', 1)}
+    for _ in range(2):
+        with pytest.raises(QuoteError, match="not TDX"):
+            tdx_collateral.parse_collateral(changed)
+    assert len(tdx_collateral._PARSED) == 2

@@ -30,7 +30,6 @@ from bytereplay.tdx_collateral import (
     rfc3339,
 )
 
-
 PARSED_MAX = 64
 _PARSED: dict[Any, TdxCollateral] = {}
 MEMO_ENABLED = True  # the benchmark switches it off to measure what it earns

@@ -136,6 +136,23 @@ class SnpTestRoot:
     def der(cert: x509.Certificate) -> bytes:
         return cert.public_bytes(serialization.Encoding.DER)
 
+    def crl(self, *, revoked: tuple[x509.Certificate, ...] = (),
+            this_update: datetime = datetime(2025, 1, 1, tzinfo=UTC),
+            next_update: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+            signer: rsa.RSAPrivateKey | None = None, pss: bool = True) -> bytes:
+        """AMD's CRL for this product as KDS serves it (DER), signed by the ARK with
+        RSA-PSS/SHA-384 (or `signer`, or PKCS#1 v1.5 with `pss` False)."""
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.ark.subject)
+                   .last_update(this_update).next_update(next_update))
+        for cert in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+                .revocation_date(this_update).build())
+        pad = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48) if pss \
+            else padding.PKCS1v15()
+        crl = builder.sign(signer or self.ark_key, hashes.SHA384(), rsa_padding=pad)
+        return crl.public_bytes(serialization.Encoding.DER)
+
     def trust(self, **overrides: Any) -> SchemeTrust:
         """`SchemeTrust` trusting this test root, with a minimum TCB equal to the chip's."""
         base = SchemeTrust(configured=True, roots=(self.pem(self.ark),), test_root=True,

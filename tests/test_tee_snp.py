@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from snp_test_root import SnpTestRoot
 
 from bytereplay.encoding import b64url_encode
@@ -419,3 +421,88 @@ def test_kds_url_shape() -> None:
                    "&snpSPL=04&ucodeSPL=05")
     with pytest.raises(QuoteError, match="not http"):
         snp_certs.fetch("file:///etc/passwd", None)
+
+
+# -- AMD's CRL (tee.snp.crl) ------------------------------------------------------------
+
+def _crl_verify(root: SnpTestRoot, tmp_path: Path, crl: bytes, *, vlek: bool = False,
+                as_folder: bool = False, at: datetime = AT) -> Any:
+    snp_certs._CRLS.clear()
+    path = tmp_path / f"{root.product}.crl"
+    path.write_bytes(crl)
+    trust = root.trust(crl=str(tmp_path if as_folder else path))
+    certs = ([root.der(root.vlek), root.der(root.asvk)] if vlek
+             else [root.der(root.vcek), root.der(root.ask)])
+    return snp.verify_report(root.report(RD, vlek=vlek), trust, at, certs=certs)
+
+
+def test_without_a_crl_revocation_is_not_checked_and_says_so(root: SnpTestRoot) -> None:
+    out = snp.verify_report(root.report(RD), root.trust(), AT,
+                            certs=[root.der(root.vcek), root.der(root.ask)])
+    assert out.ear_facts == {"revocation": "not checked"}
+    assert out.claims["snp.revocation"] == "not checked"
+    assert any("revocation not checked" in r for r in out.reasons)
+
+
+def test_a_crl_listing_nothing_of_the_chain_is_checked(root: SnpTestRoot, tmp_path: Path) -> None:
+    other = root.make_vcek(hwid=bytes(64))
+    out = _crl_verify(root, tmp_path, root.crl(revoked=(other,)))
+    assert out.hardware and out.ear_facts == {"revocation": "checked"}
+    assert any("AMD CRL of 2025-01-01T00:00:00Z" in r for r in out.reasons)
+    pem = x509.load_der_x509_crl(root.crl()).public_bytes(serialization.Encoding.PEM)
+    assert _crl_verify(root, tmp_path, pem, as_folder=True).ear_facts["revocation"] == "checked"
+
+
+@pytest.mark.parametrize(("which", "message"), [
+    ("ask", r"the ASK certificate \(serial [0-9a-f]+\) is revoked by AMD's CRL of 2025-01-01"),
+    ("vcek", r"the VCEK certificate .* is revoked"),
+])
+def test_a_revoked_ask_or_vcek_is_refused(root: SnpTestRoot, tmp_path: Path, which: str,
+                                          message: str) -> None:
+    with pytest.raises(QuoteError, match=message):
+        _crl_verify(root, tmp_path, root.crl(revoked=(getattr(root, which),)))
+
+
+def test_a_revoked_asvk_refuses_a_vlek_report(root: SnpTestRoot, tmp_path: Path) -> None:
+    with pytest.raises(QuoteError, match=r"the ASVK certificate .* is revoked"):
+        _crl_verify(root, tmp_path, root.crl(revoked=(root.asvk,)), vlek=True)
+
+
+def test_a_crl_that_is_not_the_arks_or_not_current_is_refused(root: SnpTestRoot,
+                                                             tmp_path: Path) -> None:
+    with pytest.raises(QuoteError, match="signature does not verify with TEST ROOT"):
+        _crl_verify(root, tmp_path, root.crl(signer=root.ask_key))
+    with pytest.raises(QuoteError, match="signature does not verify"):
+        _crl_verify(root, tmp_path, root.crl(pss=False))
+    with pytest.raises(QuoteError, match=r"expired at 2025-05-01T00:00:00Z"):
+        _crl_verify(root, tmp_path, root.crl(next_update=datetime(2025, 5, 1, tzinfo=UTC)))
+    with pytest.raises(QuoteError, match="thisUpdate 2025-07-01T00:00:00Z is after"):
+        _crl_verify(root, tmp_path, root.crl(this_update=datetime(2025, 7, 1, tzinfo=UTC)))
+    other = SnpTestRoot()
+    with pytest.raises(QuoteError, match=r"issued by ARK-Milan, not by TEST ROOT|does not verify"):
+        _crl_verify(root, tmp_path, other.crl())
+    with pytest.raises(QuoteError, match="not a DER or PEM CRL"):
+        _crl_verify(root, tmp_path, b"not a CRL")
+    snp_certs._CRLS.clear()
+    with pytest.raises(QuoteError, match=r"AMD CRL .*Genoa\.crl"):
+        snp.verify_report(root.report(RD), root.trust(crl=str(tmp_path / "Genoa.crl")), AT,
+                          certs=[root.der(root.vcek), root.der(root.ask)])
+
+
+def test_the_crl_from_a_kds_url_is_cached_on_disk_until_its_next_update(
+        root: SnpTestRoot, kds: tuple[str, type[_Kds]], tmp_path: Path) -> None:
+    base, handler = kds
+    path = "/vcek/v1/Milan/crl"
+    handler.served[path] = root.crl()
+    trust = root.trust(crl=base + "/", cache_dir=tmp_path)
+    certs = [root.der(root.vcek), root.der(root.ask)]
+    snp_certs._CRLS.clear()
+    assert snp.verify_report(root.report(RD), trust, AT, certs=certs).hardware
+    snp_certs._CRLS.clear()  # a new process: the disk cache answers
+    assert snp.verify_report(root.report(RD), trust, AT, certs=certs).hardware
+    assert handler.paths == [path]
+    handler.served[path] = root.crl(revoked=(root.ask,), next_update=datetime(2027, 1, 1, tzinfo=UTC))
+    later = datetime(2026, 2, 1, tzinfo=UTC)  # past the cached CRL's next update: asked again
+    with pytest.raises(QuoteError, match=r"ASK certificate .* is revoked"):
+        snp.verify_report(root.report(RD), trust, later, certs=certs)
+    assert handler.paths == [path, path]

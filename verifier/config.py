@@ -73,6 +73,7 @@ class TeeTrustConfig:
     allowed_tcb: tuple[str, ...] = DEFAULT_ALLOWED_TCB
     min_tcb: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     cache_dir: Path | None = None
+    crl: str | None = None  # SEV-SNP: AMD's CRL, a file, a folder or a KDS base URL
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
                      "`tee.<kind>` = {roots? (PEM files), test_root? (true: the roots are a "
                      "test root, only with roots), collateral? (folder, file or URL), certs? "
                      "(folder or URL), allowed_tcb? (default [\"UpToDate\"]), min_tcb? "
-                     "({product: {component: int}}), cache_dir?}. A scheme without an entry "
+                     "({product: {component: int}}), cache_dir?, crl? (snp: AMD's CRL, a file, "
+                     "a folder of <product>.crl or a KDS base URL)}. A scheme without an entry "
                      "refuses its quotes (hardware contraindicated); simulated is always "
                      "configured, trusting the CAs above plus its roots"),
     "external": ((list,), "attestation services whose tokens are accepted: objects with "
@@ -253,7 +255,7 @@ def _tee(base: Path, doc: dict[str, Any]) -> dict[str, TeeTrustConfig]:
         if test_root and not roots:
             raise UsageError(f"{where}.test_root: only valid with roots")
         kwargs["test_root"] = test_root
-        for key in ("collateral", "certs"):
+        for key in ("collateral", "certs", "crl"):
             if key in item:
                 if not isinstance(item[key], str) or not item[key]:
                     raise UsageError(f"{where}.{key}: a folder, file or URL (text)")

@@ -28,7 +28,13 @@ this order (any failure raises `QuoteError` naming it):
 5. The guest policy's debug bit (bit 19) is clear: a debug guest is refused.
 6. Report version 3 and 5 carry the CPU family: it must belong to the product.
 7. `expected_report_data`, when given, equals REPORT_DATA (constant-time compare).
-8. The TCB: the reported TCB meets `trust.min_tcb[product]` (component -> least SPL,
+8. Revocation, with `trust.crl` (`snp_certs.amd_crl`: a file, a folder of
+   `<product>.crl`, or a KDS base URL with a disk cache): AMD's CRL must be issued and
+   signed (RSA-PSS/SHA-384) by the ARK that decided, current at `at` (thisUpdate not
+   after it, nextUpdate not before it), and list neither the ASK (ASVK) nor the
+   endorsement certificate. Without `trust.crl` the result says "revocation not
+   checked" (`ear_facts` and claim `snp.revocation`: "checked" or "not checked").
+9. The TCB: the reported TCB meets `trust.min_tcb[product]` (component -> least SPL,
    components `bl`, `tee`, `snp`, `ucode`, and `fmc` on Turin) -> tcb_status
    "UpToDate", below it -> "OutOfDate". With no minimum for the product the status is
    "MinimumNotConfigured". A status not in `trust.allowed_tcb` (default UpToDate
@@ -494,6 +500,7 @@ def _signature_ok(report: SnpReport, key: ec.EllipticCurvePublicKey) -> bool:
 @dataclass(frozen=True)
 class _Endorsed:
     cert: x509.Certificate
+    ask: x509.Certificate  # the ASK (or ASVK) that signed `cert`
     anchor: _Anchor
     product: str
     reasons: tuple[str, ...]
@@ -533,7 +540,7 @@ def _check_endorsement(report: SnpReport, cert: x509.Certificate,
                        f"{signer} -> {_cn(ask.subject)} -> {anchor.name} verified with RSA-PSS "
                        f"at {at.isoformat()}"]
             reasons += _check_extensions(report, cert, product, signer)
-            return _Endorsed(cert, anchor, product, tuple(reasons))
+            return _Endorsed(cert, ask, anchor, product, tuple(reasons))
     names = ", ".join(a.name for a in anchors.roots)
     raise QuoteError(f"the {signer}'s issuer {_cn(signed_by[0].subject)} is not signed by a "
                      f"trusted root ({names})")
@@ -686,6 +693,8 @@ def verify_report(report: bytes | SnpReport, trust: SchemeTrust, at: datetime, *
                              "this evidence")
         reasons.append("report data inside the sev-snp report binds nonce, run record digest "
                        "and evidence key")
+    revocation, why = _check_revocation(endorsed, signer, trust, at)
+    reasons.append(why)
     status, why = _tcb_status(parsed, product, trust)
     reasons.append(why)
     if status not in trust.allowed_tcb:
@@ -695,9 +704,68 @@ def verify_report(report: bytes | SnpReport, trust: SchemeTrust, at: datetime, *
         provider=PROVIDER, simulated=False, hardware=True,
         measurements=parsed.measurements(), report_data=parsed.report_data, chain_ok=True,
         reasons=tuple(reasons), scheme=KIND, tcb_status=status, root=endorsed.anchor.name,
-        debug=parsed.debug, claims=_claims(parsed, product, signer),
+        debug=parsed.debug, claims={**_claims(parsed, product, signer), "snp.revocation": revocation},
+        ear_facts={"revocation": revocation},
         collateral={f"{signer.lower()}_not_before": _rfc3339(endorsed.cert.not_valid_before_utc),
                     f"{signer.lower()}_not_after": _rfc3339(endorsed.cert.not_valid_after_utc)})
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, ark: x509.Certificate) -> bool:
+    """True when the ARK signed `crl` with RSA-PSS/SHA-384 (as AMD signs its CRLs)."""
+    key = ark.public_key()
+    if crl.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS or \
+            not isinstance(crl.signature_hash_algorithm, hashes.SHA384) or \
+            not isinstance(key, rsa.RSAPublicKey):
+        return False
+    try:
+        key.verify(crl.signature, crl.tbs_certlist_bytes, PSS_SHA384, hashes.SHA384())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _check_revocation(endorsed: _Endorsed, signer: str, trust: SchemeTrust,
+                      at: datetime) -> tuple[str, str]:
+    """("checked" or "not checked", the reason) for AMD's CRL (`trust.crl`): issued by
+    the ARK that decided, signed by it, current at `at`, and listing neither the ASK
+    (ASVK) nor the VCEK (VLEK). QuoteError when it fails or lists one of them."""
+    if not trust.crl:
+        return "not checked", ("revocation not checked: no AMD CRL configured (tee.snp.crl), "
+                               "so a revoked ASK would go unnoticed")
+    try:
+        return _crl_lists_none(snp_certs.amd_crl(trust.crl, endorsed.product, trust.cache_dir,
+                                                 at), endorsed, signer, at)
+    except QuoteError:
+        raise
+    except ValueError as exc:  # cryptography reads a CRL's fields lazily
+        raise QuoteError(f"the AMD CRL does not parse: {str(exc)[:120]}") from None
+
+
+def _crl_lists_none(crl: x509.CertificateRevocationList, endorsed: _Endorsed, signer: str,
+                    at: datetime) -> tuple[str, str]:
+    ark = endorsed.anchor
+    if crl.issuer != ark.cert.subject:
+        raise QuoteError(f"the AMD CRL is issued by {_cn(crl.issuer) or 'an unnamed issuer'}, "
+                         f"not by {ark.name}")
+    if not _crl_signed_by(crl, ark.cert):
+        raise QuoteError(f"the AMD CRL's signature does not verify with {ark.name} "
+                         "(RSA-PSS/SHA-384)")
+    this_update, next_update = crl.last_update_utc, crl.next_update_utc
+    if this_update > at:
+        raise QuoteError(f"the AMD CRL thisUpdate {_rfc3339(this_update)} is after the "
+                         f"verification time {_rfc3339(at)}")
+    if next_update is None or next_update < at:
+        when = _rfc3339(next_update) if next_update else "(no nextUpdate)"
+        raise QuoteError(f"the AMD CRL expired at {when}; the verification time is "
+                         f"{_rfc3339(at)}")
+    ask_name = "ASVK" if signer == "VLEK" else "ASK"
+    for cert, what in ((endorsed.ask, ask_name), (endorsed.cert, signer)):
+        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            raise QuoteError(f"the {what} certificate (serial {cert.serial_number:x}) is revoked "
+                             f"by AMD's CRL of {_rfc3339(this_update)}")
+    return "checked", (f"AMD CRL of {_rfc3339(this_update)} (next update "
+                       f"{_rfc3339(next_update)}) signed by {ark.name}: neither the {ask_name} "
+                       f"nor the {signer} is revoked")
 
 
 def _rfc3339(when: datetime) -> str:

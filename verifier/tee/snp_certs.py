@@ -19,6 +19,13 @@ here may return too much or the wrong thing without harm; each bounds what it re
   changes, so an answer cached under `cache_dir/snp-kds/` is used without asking
   again; validity is still checked at the verification time by the caller.
 
+- `amd_crl(source, product, cache_dir, at)`: AMD's CRL for a product (the ARK's list of
+  revoked ASK and ASVK certificates): a file (DER or PEM), a folder holding
+  `<product>.crl`, or a KDS-compatible base URL, as `{base}/vcek/v1/{product}/crl`,
+  whose answer is cached under `cache_dir/snp-kds/` and used while its `nextUpdate` is
+  not before the verification time `at` (refetched after). Its signature, issuer and
+  times are checked by `verifier.tee.snp`.
+
 Every refusal is a `QuoteError` naming the source and, for the table, the byte offset.
 """
 
@@ -35,7 +42,10 @@ import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from cryptography import x509
 
 from bytereplay.errors import QuoteError
 
@@ -43,6 +53,7 @@ ENTRY_LEN = 24
 MAX_TABLE = 1 << 20
 MAX_ENTRIES = 64
 MAX_CERT = 64 * 1024
+MAX_CRL = 1 << 20
 MAX_FOLDER_FILES = 256
 KDS_TIMEOUT_S = 10.0
 CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der", ".testcer")
@@ -163,23 +174,25 @@ def _cache_path(cache_dir: Path, url: str) -> Path:
     return cache_dir / "snp-kds" / (hashlib.sha256(url.encode()).hexdigest() + ".der")
 
 
-def fetch(url: str, cache_dir: Path | None) -> bytes:
-    """GET `url` (http or https only) at most `MAX_CERT` bytes, through the disk cache."""
+def fetch(url: str, cache_dir: Path | None, *, limit: int = MAX_CERT,
+          use_cached: bool = True) -> bytes:
+    """GET `url` (http or https only) at most `limit` bytes, through the disk cache
+    (`use_cached` False: ask again and replace the cached answer)."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
         raise QuoteError(f"SEV-SNP certificate URL {url!r} is not http(s)")
     cached = _cache_path(cache_dir, url) if cache_dir is not None else None
-    if cached is not None and cached.is_file():
-        return cached.read_bytes()[:MAX_CERT]
+    if use_cached and cached is not None and cached.is_file():
+        return cached.read_bytes()[:limit]
     try:
         with urllib.request.urlopen(url, timeout=KDS_TIMEOUT_S) as resp:
-            body: bytes = resp.read(MAX_CERT + 1)
+            body: bytes = resp.read(limit + 1)
     except urllib.error.HTTPError as exc:
         raise QuoteError(f"AMD KDS answered {exc.code} for {url}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise QuoteError(f"AMD KDS at {url} could not be reached: {exc}") from None
-    if len(body) > MAX_CERT:
-        raise QuoteError(f"AMD KDS answer from {url} is over {MAX_CERT} bytes")
+    if len(body) > limit:
+        raise QuoteError(f"AMD KDS answer from {url} is over {limit} bytes")
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
@@ -197,3 +210,56 @@ def kds_vcek(base: str, product: str, hwid: bytes, tcb: Mapping[str, int],
              cache_dir: Path | None) -> bytes:
     """The VCEK (DER) for chip `hwid` at `tcb` from the KDS at `base`, cached on disk."""
     return fetch(kds_vcek_url(base, product, hwid, tcb), cache_dir)
+
+
+def kds_crl_url(base: str, product: str) -> str:
+    """The KDS URL of AMD's CRL for `product` (Milan, Genoa, Turin)."""
+    return f"{base.rstrip('/')}/vcek/v1/{urllib.parse.quote(product)}/crl"
+
+
+def load_crl(data: bytes, where: str) -> x509.CertificateRevocationList:
+    """A CRL from DER or PEM bytes; `QuoteError` naming `where` otherwise."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data.strip())
+        return x509.load_der_x509_crl(data)
+    except (ValueError, x509.InvalidVersion):
+        raise QuoteError(f"AMD CRL from {where} is not a DER or PEM CRL") from None
+
+
+_CRLS: dict[str, tuple[tuple[int, int] | None, x509.CertificateRevocationList]] = {}
+
+
+def amd_crl(source: str, product: str, cache_dir: Path | None,
+            at: datetime) -> x509.CertificateRevocationList:
+    """AMD's CRL for `product` from `source` (see the module doc). Kept in memory: a URL's
+    answer while its `nextUpdate` is not before `at`, a file's while its modification
+    time and size stay the same."""
+    if source.startswith(("http://", "https://")):
+        url = kds_crl_url(source, product)
+        held = _CRLS.get(url)
+        if held is not None and (held[1].next_update_utc or at) >= at:
+            return held[1]
+        crl = load_crl(fetch(url, cache_dir, limit=MAX_CRL), url)
+        next_update = crl.next_update_utc
+        if cache_dir is not None and (next_update is None or next_update < at):
+            crl = load_crl(fetch(url, cache_dir, limit=MAX_CRL, use_cached=False), url)
+        _CRLS[url] = (None, crl)
+        return crl
+    path = Path(source)
+    if path.is_dir():
+        path = path / f"{product}.crl"
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        held = _CRLS.get(str(path))
+        if held is not None and held[0] == stamp:
+            return held[1]
+        if st.st_size > MAX_CRL:
+            raise QuoteError(f"AMD CRL {path} is over {MAX_CRL} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise QuoteError(f"AMD CRL {path}: {exc.strerror}") from None
+    crl = load_crl(data, str(path))
+    _CRLS[str(path)] = (stamp, crl)
+    return crl

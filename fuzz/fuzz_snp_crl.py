@@ -1,9 +1,9 @@
 """Fuzz AMD's CRL check for SEV-SNP (`tee.snp.crl`: `snp_certs.amd_crl`, `snp._check_revocation`).
 
-Under an SNP test root (`tests/snp_test_root.py`, RSA-2048 for speed), a report is
-verified with `tee.snp.crl` naming a file that holds: the fuzz input itself (mode 0), or
-the test ARK's genuine CRL, which lists no certificate of the chain, with fuzzed bytes
-XORed in at an offset (mode 1).
+Under an SNP test root (`tests/snp_test_root.py`), the revocation step of a report's
+verification (its chain endorsed once, outside the loop) runs with `tee.snp.crl` naming
+a file that holds: the fuzz input itself (mode 0), or the test ARK's genuine CRL, which
+lists no certificate of the chain, with fuzzed bytes XORed in at an offset (mode 1).
 
 Crash: any exception other than a `BytereplayError`; a CRL accepted ("checked") whose
 signed part differs from the genuine one's (only the ARK can sign a CRL).
@@ -32,10 +32,11 @@ AT = datetime(2025, 6, 1, tzinfo=UTC)
 CRL = ROOT.crl()
 GENUINE_TBS = x509.load_der_x509_crl(CRL).tbs_certlist_bytes
 REPORT = ROOT.report(bytes(64))
-CERTS = [ROOT.der(ROOT.vcek), ROOT.der(ROOT.ask)]
 FOLDER = Path(tempfile.mkdtemp(prefix="fuzz-snp-crl-"))
 PATH = FOLDER / "Milan.crl"
 TRUST = ROOT.trust(crl=str(PATH))
+ENDORSED = snp._check_endorsement(snp.parse_report(REPORT), ROOT.vcek, [ROOT.ask],
+                                  snp.anchors_for(TRUST), AT)
 
 
 def test_one_input(data: bytes) -> None:
@@ -53,8 +54,8 @@ def test_one_input(data: bytes) -> None:
         crl = bytes(raw)
     PATH.write_bytes(crl)
     snp_certs._CRLS.clear()
-    out = snp.verify_report(REPORT, TRUST, AT, certs=CERTS)
-    assert out.ear_facts == {"revocation": "checked"}, "a CRL was neither checked nor refused"
+    revocation, _ = snp._check_revocation(ENDORSED, "VCEK", TRUST, AT)
+    assert revocation == "checked", "a CRL was neither checked nor refused"
     assert snp_certs.load_crl(crl, "fuzz").tbs_certlist_bytes == GENUINE_TBS, \
         "a changed CRL accepted"
 

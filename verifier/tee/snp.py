@@ -737,7 +737,7 @@ def _check_revocation(endorsed: _Endorsed, signer: str, trust: SchemeTrust,
                                                  at), endorsed, signer, at)
     except QuoteError:
         raise
-    except ValueError as exc:  # cryptography reads a CRL's fields lazily
+    except (ValueError, TypeError) as exc:  # cryptography reads a CRL's fields lazily
         raise QuoteError(f"the AMD CRL does not parse: {str(exc)[:120]}") from None
 
 

@@ -87,6 +87,14 @@ class SignatureError(BytereplayError):
     title = "Signature verification failed"
 
 
+class CorimError(BytereplayError):
+    """A CoRIM (reference values, draft-ietf-rats-corim) that is malformed or outside
+    bytereplay's profile; the detail names the path of the offending item."""
+
+    problem = "invalid-corim"
+    title = "Invalid CoRIM"
+
+
 class EvidenceError(BytereplayError):
     problem = "invalid-evidence"
     title = "Invalid evidence"

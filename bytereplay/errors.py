@@ -128,10 +128,24 @@ class ResultError(BytereplayError):
     title = "Invalid attestation result"
 
 
+class AuthError(BytereplayError):
+    """A request without the bearer token an endpoint is guarded by, or with another."""
+
+    status = 401
+    problem = "unauthorized"
+    title = "Unauthorized"
+
+
 class NotFoundError(BytereplayError):
     status = 404
     problem = "not-found"
     title = "Not found"
+
+
+class NotAcceptableError(BytereplayError):
+    status = 406
+    problem = "not-acceptable"
+    title = "Not acceptable"
 
 
 class MediaTypeError(BytereplayError):

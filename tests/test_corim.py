@@ -137,7 +137,7 @@ def stored(home: Home) -> bytes | None:
 
 
 def test_matching_model_digest_affirms_executables(served: tuple[TestClient, Verifier, Home]) -> None:
-    client, verifier, home = served
+    client, _, home = served
     before = appraise(client, home)
     assert before["bytereplay.checks"]["reference"] == "not configured"
     digest = generate().record.get("model.digest")
@@ -234,7 +234,7 @@ def _bad_corims() -> dict[str, bytes]:
 
 def test_malformed_corims_are_refused_and_change_nothing(
         served: tuple[TestClient, Verifier, Home]) -> None:
-    client, verifier, home = served
+    client, _, home = served
     session(submit(client, model_corim(generate().record.get("model.digest"))), "success")
     before = stored(home)
     assert before is not None

@@ -54,12 +54,12 @@ from bytereplay.evidence import DecodedEvidence, decode_evidence
 from bytereplay.keys import SigningKey, load_or_create_key
 from bytereplay.preflight import PreflightReport, preflight
 from verifier import reference as reference_values
-from verifier.provisioning import ProvisionedStore, Provisioner
 from verifier.appraisal_policy import AppraisalPolicy
 from verifier.config import VerifierConfig
 from verifier.external import ExternalVerifier
 from verifier.metrics import Metrics
 from verifier.nonces import IssuedNonce, NonceRefused, Store, compare_window, open_store
+from verifier.provisioning import ProvisionedStore, Provisioner
 from verifier.replay import (
     DIGEST_CACHE_FILE,
     EngineFactory,

@@ -68,7 +68,7 @@ from bytereplay.errors import (
 )
 from bytereplay.home import Home
 from bytereplay.web.access_log import AccessLog, configure_logging, note
-from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
+from bytereplay.web.apidocs import Responses, ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
 from bytereplay.web.serving import bind, serve, url_of
 from verifier import apidocs as doc
@@ -154,6 +154,11 @@ def accepts(header: str | None, media: str) -> bool:
         if weight > 0 and name in ("*/*", f"{main}/*", media):
             return True
     return False
+
+
+_PROVISIONING_ANSWER: Responses = {200: {
+    "description": "The provisioning session's outcome",
+    "content": {provisioning.SESSION_MEDIA: {"schema": doc.PROVISIONING_SESSION}}}}
 
 
 def _now_text(now: float) -> str:
@@ -307,10 +312,7 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
               openapi_extra={"requestBody": {"required": True, "content": {
                   m: {"schema": {"type": "string", "format": "binary"}}
                   for m in provisioning.CORIM_MEDIA}}},
-              responses={200: {"description": "The provisioning session's outcome",
-                               "content": {provisioning.SESSION_MEDIA:
-                                           {"schema": doc.PROVISIONING_SESSION}}}}
-              | problems(400, 401, 404, 406, 413, 415, 503))
+              responses=_PROVISIONING_ANSWER | problems(400, 401, 404, 406, 413, 415, 503))
     async def provision(request: Request) -> Response:
         v.provisioning.authorize(request.headers.get("authorization"))
         if not accepts(request.headers.get("accept"), provisioning.SESSION_MEDIA):

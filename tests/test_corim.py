@@ -252,6 +252,19 @@ def test_malformed_corims_are_refused_and_change_nothing(
     assert appraise(client, home)["ear.trustworthiness-vector"]["executables"] == 2
 
 
+def test_an_unreadable_store_fails_closed(served: tuple[TestClient, Verifier, Home]) -> None:
+    client, _, home = served
+    session(submit(client, model_corim(UNKNOWN_MODEL)), "success")
+    home.provisioned_values.write_text("{not json")
+    nonce = b64url_decode(client.post("/v1/challenge").json()["nonce"])
+    r = client.post("/v1/verify?replay=false", content=evidence_factory(home).make(nonce),
+                    headers={"content-type": JWT})
+    assert r.status_code == 503 and "provisioned reference values" in r.json()["detail"]
+    r = submit(client, model_corim(UNKNOWN_MODEL))
+    assert r.status_code == 503
+    assert home.provisioned_values.read_text() == "{not json"
+
+
 def test_the_reader_names_what_is_wrong() -> None:
     bad = _bad_corims()
     cases = {

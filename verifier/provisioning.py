@@ -34,7 +34,14 @@ from pathlib import Path
 
 from bytereplay import corim
 from bytereplay.encoding import compact_json
-from bytereplay.errors import AuthError, CorimError, KeyConfigError, NotFoundError
+from bytereplay.errors import (
+    AuthError,
+    CorimError,
+    KeyConfigError,
+    NotFoundError,
+    StoreUnavailable,
+    UsageError,
+)
 from bytereplay.keys import PublicKey, read_public_key
 from verifier import reference as reference_values
 from verifier.reference import ReferenceValues
@@ -83,11 +90,16 @@ class ProvisionedStore:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def current(self) -> ReferenceValues:
-        """What is stored now (nothing stored: values that claim nothing)."""
+        """What is stored now (nothing stored: values that claim nothing). A stored file
+        that cannot be read is StoreUnavailable (503), never read as "no values"."""
         stamp = self._stamp()
         with self._lock:
             if stamp != self._seen:
-                self._values = reference_values.load(self.path) if stamp else ReferenceValues()
+                try:
+                    self._values = reference_values.load(self.path) if stamp else ReferenceValues()
+                except UsageError as exc:
+                    raise StoreUnavailable(f"the provisioned reference values: {exc.detail}") \
+                        from None
                 self._seen = stamp
             return self._values
 
@@ -104,7 +116,8 @@ class ProvisionedStore:
     def add(self, values: ReferenceValues) -> ReferenceValues:
         """Store the union of what is stored and `values`, atomically; returns it."""
         with self._exclusive():
-            stored = reference_values.load(self.path) if self.path.exists() else ReferenceValues()
+            self._seen = None  # read it afresh under the lock
+            stored = self.current()
             merged = stored.union(values)
             doc = {"comment": "reference values provisioned as CoRIM "
                               "(POST /endorsement-provisioning/v1/submit); written by the "

@@ -9,6 +9,7 @@ signature accepted from another key than the configured one.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -48,10 +49,8 @@ def test_one_input(data: bytes) -> None:
     try:
         read = corim.read(body, [KEY.private.public_key()])
     except BytereplayError:
-        try:
+        with contextlib.suppress(BytereplayError):
             corim.inspect(body)
-        except BytereplayError:
-            pass
         return
     assert mode != 2, "a CoRIM signed by another key was accepted"
     assert corim.inspect(body).values == read.values

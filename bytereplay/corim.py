@@ -224,7 +224,7 @@ def _digests(mval: dict[int, Any], path: str) -> list[bytes]:
         if not isinstance(digest, list) or len(digest) != 2:
             raise _fail(where, "a digest is [alg, bytes]")
         alg, value = digest
-        if alg not in (NI_SHA256, "sha-256") or isinstance(alg, bool):
+        if not ((is_int(alg) and alg == NI_SHA256) or alg == "sha-256"):
             raise _fail(where, f"digest algorithm {alg!r} is not supported; "
                                f"only sha-256 ({NI_SHA256})")
         if not isinstance(value, bytes) or len(value) != 32:
@@ -411,11 +411,6 @@ def _verify(env: _Envelope, keys: Sequence[PublicKey]) -> None:
             continue
     raise SignatureError(f"the CoRIM's {env.alg} signature does not verify with any "
                          "configured provisioning key")
-
-
-def is_signed(data: bytes) -> bool:
-    """Whether `data` starts as a tag-18 COSE_Sign1 (0xd2); decides nothing else."""
-    return data[:1] == b"\xd2"
 
 
 def read(data: bytes, keys: Sequence[PublicKey] | None = None, *,

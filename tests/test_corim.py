@@ -220,6 +220,7 @@ def _bad_corims() -> dict[str, bytes]:
         "unknown mkey": raw_corim([{0: "weights", 1: {2: [[1, b"\x00" * 32]]}}]),
         "integer mkey": raw_corim([{0: 7, 1: {2: [[1, b"\x00" * 32]]}}]),
         "short digest": raw_corim([{0: "model", 1: {2: [[1, b"\x00" * 31]]}}]),
+        "float digest algorithm": raw_corim([{0: "model", 1: {2: [[1.0, b"\x00" * 32]]}}]),
         "sha-384 digest": raw_corim([{0: "model", 1: {2: [[7, b"\x00" * 48]]}}]),
         "digests as text": raw_corim([{0: "model", 1: {2: "sha-256:00"}}]),
         "version as int": raw_corim([{0: "runtime", 1: {0: {0: 1}}}]),

@@ -174,6 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler="attester.models_cli:cmd_models", label="models")
 
+    refvals = sub.add_parser("refvals", help="reference values as a CoRIM: make one, show one")
+    verbs = refvals.add_subparsers(dest="refvals_command", required=True, parser_class=_Parser)
+    p = verbs.add_parser("make", help="write a CoRIM (application/rim+cbor, or +cose with --sign)")
+    p.add_argument("--model", action="append", default=[], metavar="DIR",
+                   help="model directory or .gguf file whose digest is allowed (repeatable)")
+    p.add_argument("--model-digest", action="append", default=[], metavar="sha-256:HEX",
+                   help="an allowed model digest given as is (repeatable)")
+    p.add_argument("--container", action="append", default=[], metavar="sha256:HEX",
+                   help="an allowed container image digest (repeatable)")
+    p.add_argument("--runtime", default=None, metavar="VERSION",
+                   help="allowed bytereplay runtime version (default: this one; 'none': omit)")
+    p.add_argument("--framework", action="append", default=[], metavar="NAME=VERSION",
+                   help="allowed framework version: torch, transformers, python, gguf (repeatable)")
+    p.add_argument("--id", default=None, help="the CoRIM id (default from the model digest)")
+    p.add_argument("--sign", default=None, metavar="KEY",
+                   help="sign with this PEM private key (mode 0600; ES256, ES384 or EdDSA)")
+    p.add_argument("--signer", default=None, help="signer name in the header (default: key id)")
+    p.add_argument("--out", default=None, metavar="FILE", help="write here (default stdout)")
+    p.set_defaults(handler="attester.refvals_cli:cmd_refvals_make", label="refvals make")
+    p = verbs.add_parser("show", help="print a CoRIM as JSON")
+    p.add_argument("file", metavar="FILE", help="the CoRIM ('-': standard input)")
+    p.add_argument("--key", action="append", default=[], metavar="PUBLIC_KEY",
+                   help="verify the signature with this PEM or JWK public key (repeatable)")
+    p.set_defaults(handler="bytereplay.refvals_cli:cmd_refvals_show", label="refvals show")
+
     p = sub.add_parser("demo", help="the whole flow on the embedded defaults")
     p.add_argument("--home", default=None, help="state directory (default: a fresh temporary one)")
     p.set_defaults(handler="bytereplay.demo:cmd_demo", extra="verifier", label="demo")

@@ -87,6 +87,14 @@ class SignatureError(BytereplayError):
     title = "Signature verification failed"
 
 
+class CorimError(BytereplayError):
+    """A CoRIM (reference values, draft-ietf-rats-corim) that is malformed or outside
+    bytereplay's profile; the detail names the path of the offending item."""
+
+    problem = "invalid-corim"
+    title = "Invalid CoRIM"
+
+
 class EvidenceError(BytereplayError):
     problem = "invalid-evidence"
     title = "Invalid evidence"
@@ -120,10 +128,24 @@ class ResultError(BytereplayError):
     title = "Invalid attestation result"
 
 
+class AuthError(BytereplayError):
+    """A request without the bearer token an endpoint is guarded by, or with another."""
+
+    status = 401
+    problem = "unauthorized"
+    title = "Unauthorized"
+
+
 class NotFoundError(BytereplayError):
     status = 404
     problem = "not-found"
     title = "Not found"
+
+
+class NotAcceptableError(BytereplayError):
+    status = 406
+    problem = "not-acceptable"
+    title = "Not acceptable"
 
 
 class MediaTypeError(BytereplayError):

@@ -57,6 +57,12 @@ class Home:
         return self.root / "verifier.sqlite3"
 
     @property
+    def provisioned_values(self) -> Path:
+        """Reference values provisioned as CoRIM (`verifier.provisioning`), in the
+        reference-values JSON form."""
+        return self.root / "reference-values.provisioned.json"
+
+    @property
     def config(self) -> Path:
         return self.root / "config.json"
 

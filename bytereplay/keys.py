@@ -152,6 +152,26 @@ def _read_private(path: Path) -> PrivateKey:
     return key
 
 
+def read_public_key(path: Path) -> PublicKey:
+    """A configured public key: a PEM SubjectPublicKeyInfo, or one JWK (JSON)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyConfigError(f"cannot read public key {path}: {exc.strerror}") from None
+    if data.lstrip().startswith(b"{"):
+        try:
+            return key_from_jwk(json.loads(data))
+        except (ValueError, SignatureError) as exc:
+            raise KeyConfigError(f"{path} is not a usable public JWK: {exc}") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyConfigError(f"{path} is not a PEM public key: {exc}") from None
+    if not isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
+        raise KeyConfigError(f"{path} holds an unsupported key type")
+    return key
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """A private key with its algorithm and public JWK (whose `kid` is the thumbprint)."""
@@ -180,4 +200,11 @@ def load_or_create_key(path: Path, alg: str = DEFAULT_ALG) -> SigningKey:
         # Another process may create it first; then we use theirs.
         with contextlib.suppress(FileExistsError):
             _write_private(path, generate_private_key(alg))
+    return SigningKey.from_private(_read_private(path))
+
+
+def read_signing_key(path: Path) -> SigningKey:
+    """An existing private key (PEM, mode 0600), e.g. a CoRIM signer's; never created."""
+    if not path.is_file():
+        raise KeyConfigError(f"no private key at {path}")
     return SigningKey.from_private(_read_private(path))

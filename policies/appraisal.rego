@@ -31,8 +31,9 @@
 #                          or null (null until a quote is accepted); `hardware` is true only
 #                          when the vendor chain (or a test root, named in `root`), the
 #                          signature, the collateral and an allowed TCB all held
-#   reference.{model,container,runtime}
+#   reference.{model,container,runtime,framework}
 #                          "matched" | "unmatched" | "missing" | "not-configured"
+#                          (from the JSON file and CoRIM-provisioned values alike)
 #   preflight              {"complete": bool, "missing": [field], "missing_before_replay": [field]}
 #   request                "ok" | "differs" | "missing" | "not-run"
 #   replay.verdict         "match" | "match-portable" | "mismatch" | "inconclusive" | "not-run"
@@ -185,6 +186,12 @@ contributions contains ["executables", v] if {
 contributions contains ["configuration", v] if {
 	bound
 	v := reference_value(input.reference.runtime)
+	reference_counts(v)
+}
+
+contributions contains ["configuration", v] if {
+	bound
+	v := reference_value(input.reference.framework)
 	reference_counts(v)
 }
 

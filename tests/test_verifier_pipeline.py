@@ -455,7 +455,8 @@ def test_example_reference_values_match_the_fixture_model() -> None:
 
     refs = reference.load(config_mod.REPO / "fixtures" / "reference-values.json")
     assert refs.compare(generate().record) == {
-        "model": "matched", "container": "not-configured", "runtime": "matched"}
+        "model": "matched", "container": "not-configured", "runtime": "matched",
+        "framework": "not-configured"}
 
 
 # -- policy, naming --------------------------------------------------------------------------

@@ -93,10 +93,19 @@ JWKS: Schema = {
 INFO: Schema = {
     "title": "VerifierInfo", "type": "object",
     "properties": {name: {"type": "object"} for name in
-                   ("ear", "appraisal_policy", "trust", "nonces", "replay")} | {
+                   ("ear", "appraisal_policy", "trust", "nonces", "replay",
+                                  "provisioning")} | {
         "verifier": {"type": "string"}, "external": {"type": "array"},
         "reference_values": {"type": ["object", "null"]},
         "now": {"type": "string", "format": "date-time"}},
+}
+PROVISIONING_SESSION: Schema = {
+    "title": "ProvisioningSession", "type": "object", "required": ["status", "expiry"],
+    "properties": {"status": {"type": "string", "enum": ["success", "failed"]},
+                   "expiry": {"type": "string", "format": "date-time"},
+                   "failure-reason": {"type": "string",
+                                      "description": "why the CoRIM was refused: the typed "
+                                                     "error's problem id and its detail"}},
 }
 HEALTH: Schema = {
     "title": "VerifierHealth", "type": "object", "required": ["status", "store"],

@@ -96,6 +96,8 @@ class VerifierConfig:
     external: tuple[ExternalService, ...] = ()
     # appraisal
     reference_values: Path | None = None
+    provisioning_token_file: Path | None = None
+    provisioning_keys: tuple[Path, ...] = ()
     policy: Path = DEFAULT_POLICY
     policy_cache: bool = True
     naming: str = "veraison"
@@ -155,6 +157,11 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
                           "jwks_ttl_s?, refetch_cooldown_s?"),
     "reference_values": ((str,), "JSON file of allowed model digests, container digests and "
                                  "runtimes (none: no reference-value claim)"),
+    "provisioning_token_file": ((str,), "file (mode 0600) holding the bearer token that "
+                                        "POST /endorsement-provisioning/v1/submit requires "
+                                        "(none: the endpoint is off, 404)"),
+    "provisioning_keys": ((list,), "public keys (PEM or JWK files) of CoRIM signers: when set, "
+                                   "only signed CoRIMs verified by one of them are provisioned"),
     "policy": ((str,), "Rego appraisal policy (default policies/appraisal.rego)"),
     "policy_cache": ((bool,), "memoise policy results by their facts (default true; the "
                               "policy must then be a pure function of its input)"),
@@ -299,7 +306,8 @@ def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> Veri
             names = " or ".join(t.__name__ for t in types_)
             raise UsageError(f"configuration key {key!r}: expected {names}")
         kwargs[key] = value
-    for key in ("sqlite_path", "reference_values", "policy", "model_dir"):
+    for key in ("sqlite_path", "reference_values", "provisioning_token_file", "policy",
+                "model_dir"):
         if key in kwargs:
             kwargs[key] = _path(base, kwargs[key])
     if "simulated_cas" in kwargs:
@@ -307,6 +315,11 @@ def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> Veri
         if not all(isinstance(c, str) for c in cas):
             raise UsageError("simulated_cas: a list of PEM file paths")
         kwargs["simulated_cas"] = tuple(_path(base, c) for c in cas)
+    if "provisioning_keys" in kwargs:
+        keys = kwargs["provisioning_keys"]
+        if not all(isinstance(k, str) and k for k in keys):
+            raise UsageError("provisioning_keys: a list of public key files (PEM or JWK)")
+        kwargs["provisioning_keys"] = tuple(_path(base, k) for k in keys)
     if "external" in kwargs:
         kwargs["external"] = _external(base, kwargs["external"])
     if "tee" in kwargs:

@@ -59,6 +59,7 @@ from verifier.config import VerifierConfig
 from verifier.external import ExternalVerifier
 from verifier.metrics import Metrics
 from verifier.nonces import IssuedNonce, NonceRefused, Store, compare_window, open_store
+from verifier.provisioning import ProvisionedStore, Provisioner
 from verifier.replay import (
     DIGEST_CACHE_FILE,
     EngineFactory,
@@ -346,9 +347,8 @@ STEPS: tuple[Step, ...] = (
          lambda v, a, i: step_measurements(a), gates=("measurements",)),
     Step("nonce", lambda: {"nonce": "not-run", "challenge_window": "not-run"}, _nonce,
          gates=("nonce",)),
-    Step("reference", lambda: {"reference": {"model": "not-configured",
-                                             "container": "not-configured",
-                                             "runtime": "not-configured"}},
+    Step("reference", lambda: {"reference": {item: reference_values.NOT_CONFIGURED
+                                             for item in reference_values.ITEMS}},
          lambda v, a, i: step_reference(a, v.references)),
     Step("preflight", lambda: {"preflight": {"complete": False, "missing": [],
                                              "missing_before_replay": []}},
@@ -399,7 +399,11 @@ class Verifier:
         self.metrics = metrics or Metrics()
         self.key: SigningKey = load_or_create_key(config.home.verifier_key, config.key_alg)
         self.policy = AppraisalPolicy(config.policy, cache=config.policy_cache)
-        self.references: reference_values.ReferenceValues = reference_values.load(config.reference_values)
+        self.file_references = reference_values.load(config.reference_values)
+        self.provisioning = Provisioner(config.provisioning_token_file, config.provisioning_keys,
+                                        ProvisionedStore(config.home.provisioned_values))
+        self._refs_seen: tuple[reference_values.ReferenceValues,
+                               reference_values.ReferenceValues] | None = None
         self.external: ExternalVerifier = ExternalVerifier(config.external)
         self._trust_lock = threading.Lock()
         self.trust_sources = load_trust_sources(config)
@@ -581,11 +585,24 @@ class Verifier:
             "external": [{"name": s.name, "issuer": s.issuer, "jwks": s.jwks,
                           "algorithms": list(s.algorithms)} for s in cfg.external],
             "reference_values": self.references.to_json() if self.references.configured else None,
+            "provisioning": {"enabled": self.provisioning.enabled,
+                             "signed_only": bool(self.provisioning.keys),
+                             "stored": str(self.provisioning.store.path)},
             "nonces": {"ttl_s": cfg.nonce_ttl_s, "size": cfg.nonce_size, "mode": cfg.nonce_mode,
                        "store": self.store.kind},
             "replay": self.replayer.info() if self.replayer is not None else {"enabled": False},
             "now": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
+
+    @property
+    def references(self) -> reference_values.ReferenceValues:
+        """The configured file's values with those provisioned as CoRIM (re-read when the
+        store changes): one set, compared in one way."""
+        provisioned = self.provisioning.store.current()
+        seen = self._refs_seen
+        if seen is None or seen[0] is not provisioned:
+            seen = self._refs_seen = (provisioned, self.file_references.union(provisioned))
+        return seen[1]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -12,6 +12,15 @@
                                  in the worker pool
     GET  /v1/results/{id}        202 {"state": "pending"} | 200 {"state": "done", ...} | 404
     POST /v1/external/verify     {"token", "service"?} -> {"service", "claims"}
+    POST /endorsement-provisioning/v1/submit
+                                 a CoRIM (application/rim+cbor, or signed application/rim+cose)
+                                 with Authorization: Bearer <token> -> 200
+                                 application/vnd.veraison.provisioning-session+json
+                                 {"status": "success" | "failed", "expiry", "failure-reason"?};
+                                 404 while no token is configured, 401 without the token,
+                                 406 when Accept excludes the session type, 415 another
+                                 content type, 400 an empty body, 413 an oversized one
+                                 (see verifier/provisioning.py)
     GET  /.well-known/jwks.json  the EAR verification key
     GET  /v1/info                configuration, trust anchors, policy id, models
     GET  /healthz                200 once ready (store reachable)
@@ -36,28 +45,35 @@ import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from bytereplay import corim
 from bytereplay.eat import MEDIA_CWT, MEDIA_JWT, NONCE_MAX, NONCE_MIN
 from bytereplay.errors import (
     BytereplayError,
+    CorimError,
     MediaTypeError,
+    NotAcceptableError,
     NotFoundError,
     QueueFull,
+    SignatureError,
     StoreUnavailable,
+    TooLargeError,
     UsageError,
 )
 from bytereplay.home import Home
 from bytereplay.web.access_log import AccessLog, configure_logging, note
-from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
+from bytereplay.web.apidocs import Responses, ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
 from bytereplay.web.serving import bind, serve, url_of
 from verifier import apidocs as doc
 from verifier import config as config_mod
+from verifier import provisioning
 from verifier.config import VerifierConfig
 from verifier.nonces import new_result_id
 from verifier.pipeline import Appraisal, Verifier, check_replay_method
@@ -119,6 +135,34 @@ async def _read_evidence(request: Request, max_body: int) -> tuple[bytes | str, 
     raise MediaTypeError(
         f"content type {media or '(none)'!r} is not accepted; send {MEDIA_JWT}, "
         f"{MEDIA_CWT} or application/json")
+
+
+def accepts(header: str | None, media: str) -> bool:
+    """Whether an Accept header allows `media` (absent, */*, type/* or the type itself,
+    with a q-value above 0)."""
+    if header is None or not header.strip():
+        return True
+    main = media.split("/")[0]
+    for part in header.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        name = fields[0].lower()
+        q = next((f[2:] for f in fields[1:] if f.replace(" ", "").lower().startswith("q=")), "1")
+        try:
+            weight = float(q.split("=")[-1])
+        except ValueError:
+            weight = 0.0
+        if weight > 0 and name in ("*/*", f"{main}/*", media):
+            return True
+    return False
+
+
+_PROVISIONING_ANSWER: Responses = {200: {
+    "description": "The provisioning session's outcome",
+    "content": {provisioning.SESSION_MEDIA: {"schema": doc.PROVISIONING_SESSION}}}}
+
+
+def _now_text(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> FastAPI:
@@ -257,6 +301,49 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
             raise UsageError("'service' is text")
         token = await run_in_threadpool(v.external.verify, doc["token"], service)
         return JSONResponse({"service": token.service, "claims": token.claims})
+
+    @app.post("/endorsement-provisioning/v1/submit",
+              summary="Provision reference values as a CoRIM (Veraison's provisioning API)",
+              description="The body is a CoRIM: application/rim+cbor (unsigned) or "
+                          "application/rim+cose (COSE_Sign1, verified with a configured "
+                          "provisioning key). Guarded by the configured bearer token; off "
+                          "(404) without one. A CoRIM that is refused answers 200 with "
+                          "status 'failed' and the reason, and changes nothing stored.",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  m: {"schema": {"type": "string", "format": "binary"}}
+                  for m in provisioning.CORIM_MEDIA}}},
+              responses=_PROVISIONING_ANSWER | problems(400, 401, 404, 406, 413, 415, 503))
+    async def provision(request: Request) -> Response:
+        v.provisioning.authorize(request.headers.get("authorization"))
+        if not accepts(request.headers.get("accept"), provisioning.SESSION_MEDIA):
+            raise NotAcceptableError(f"the only answer is {provisioning.SESSION_MEDIA}")
+        media = _media_type(request)
+        if media not in provisioning.CORIM_MEDIA:
+            exc = MediaTypeError(f"content type {media or '(none)'!r} is not accepted; send "
+                                 f"{' or '.join(provisioning.CORIM_MEDIA)}")
+            return JSONResponse(exc.problem_json(request.url.path), status_code=exc.status,
+                                media_type="application/problem+json",
+                                headers={"Accept": ", ".join(provisioning.CORIM_MEDIA)})
+        body = await request.body()
+        if not body:
+            raise UsageError("empty body: send the CoRIM")
+        if len(body) > corim.MAX_CORIM_BYTES:
+            raise TooLargeError(f"a CoRIM is at most {corim.MAX_CORIM_BYTES} bytes")
+        try:
+            read = await run_in_threadpool(v.provisioning.submit, body, media)
+        except (CorimError, SignatureError, UsageError) as exc:
+            note(request, provisioning="failed")
+            session = {"status": "failed", "expiry": _now_text(v.clock()),
+                       "failure-reason": f"{exc.problem}: {exc.detail}"}
+            return JSONResponse(session, media_type=provisioning.SESSION_MEDIA)
+        except OSError as exc:
+            raise StoreUnavailable(f"the provisioned values cannot be stored: "
+                                   f"{exc.strerror}") from None
+        log.info("provisioned reference values from CoRIM %r (%s)", read.id,
+                 f"signed by {read.signer!r}" if read.signed else "unsigned")
+        note(request, provisioning="success")
+        return JSONResponse({"status": "success", "expiry": _now_text(v.clock())},
+                            media_type=provisioning.SESSION_MEDIA)
 
     @app.get("/.well-known/jwks.json", summary="The EAR verification key set",
              responses=json_answer("Public keys (JWK Set)", doc.JWKS))

@@ -42,8 +42,10 @@ PROBLEM_SCHEMA: Schema = {
 }
 PROBLEM_TEXT = {
     400: "Invalid request: malformed JSON, an unknown or invalid field (named in `detail`)",
+    401: "The bearer token the endpoint is guarded by is missing or wrong",
     404: "Not found",
     405: "Method not allowed",
+    406: "The Accept header excludes every type the endpoint answers with",
     413: "Request body over the configured limit",
     415: "Unsupported content type",
     503: "Not ready, busy, or a dependency unavailable; retry later",

@@ -93,7 +93,7 @@ JWKS: Schema = {
 INFO: Schema = {
     "title": "VerifierInfo", "type": "object",
     "properties": {name: {"type": "object"} for name in
-                   ("ear", "appraisal_policy", "trust", "nonces", "replay")} | {
+                   ("ear", "appraisal_policy", "trust", "nonces", "replay", "process")} | {
         "verifier": {"type": "string"}, "external": {"type": "array"},
         "reference_values": {"type": ["object", "null"]},
         "now": {"type": "string", "format": "date-time"}},

@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -52,14 +55,15 @@ from bytereplay.errors import (
     UsageError,
 )
 from bytereplay.home import Home
+from bytereplay.keyring import KeyRing
 from bytereplay.web.access_log import AccessLog, configure_logging, note
 from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
-from bytereplay.web.serving import bind, serve, url_of
+from bytereplay.web.serving import bind, serve, serve_workers, url_of
 from verifier import apidocs as doc
 from verifier import config as config_mod
 from verifier.config import VerifierConfig
-from verifier.nonces import new_result_id
+from verifier.nonces import SqliteStore, new_result_id
 from verifier.pipeline import Appraisal, Verifier, check_replay_method
 from verifier.results import Result
 
@@ -288,10 +292,55 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
     return app
 
 
+# `--workers N`: each spawned process builds its app from these, set by the parent.
+WORKER_ENV = "BYTEREPLAY_VERIFIER_WORKER"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `--workers` process (uvicorn's factory): the parent's home,
+    configuration and log format, passed in `$BYTEREPLAY_VERIFIER_WORKER`."""
+    settings = json.loads(os.environ[WORKER_ENV])
+    configure_logging(settings["log_format"])
+    home = Home.resolve(settings["home"])
+    app = create_app(config_mod.load(home, settings["config"]))
+    log.info("verifier process %d ready", os.getpid())
+    return app
+
+
+def _serve_workers(args: argparse.Namespace, sockets: list[Any]) -> int:
+    try:
+        home = Home.resolve(args.home)
+        cfg = config_mod.load(home, args.config)
+        # Checked once here, so that a bad key is one line and exit 2, not N failed children;
+        # a home's first key is made here too, before the children race to make it.
+        ring = KeyRing(cfg.ear_key_path, alg=cfg.key_alg, create=cfg.ear_key is None)
+        if cfg.store == "sqlite":  # the schema, once, before the children open the file
+            SqliteStore(cfg.store_path).close()
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    config = None if args.config is None else str(Path(args.config).resolve())
+    os.environ[WORKER_ENV] = json.dumps({"home": str(home.root), "config": config,
+                                         "log_format": getattr(args, "log_format", "text")})
+    url = url_of(args.host, sockets)
+    log.info("verifier home %s, store %s, EAR key kid %s, %d processes", home.root, cfg.store,
+             ring.current.kid, args.workers)
+    return serve_workers("verifier.service:app_from_environment", sockets,
+                         workers=args.workers, log_level="warning",
+                         on_listening=lambda: log.info("verifier listening on %s (%d processes)",
+                                                       url, args.workers))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`bytereplay serve verifier --host --port --config --home --log-format`."""
+    """`bytereplay serve verifier --host --port --config --home --log-format --workers`."""
     configure_logging(getattr(args, "log_format", "text"))
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: expected at least 1")
     sockets = bind(args.host, args.port)  # a busy port: one line, exit 2, nothing logged
+    if workers > 1:
+        return _serve_workers(args, sockets)
     try:
         home = Home.resolve(args.home)
         cfg = config_mod.load(home, args.config)

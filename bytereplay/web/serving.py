@@ -8,12 +8,18 @@ uvicorn is then handed these sockets and never binds itself, so nothing can take
 port between the check and the start; should starting on them fail all the same, that
 is the same one-line error. Connections that arrive while the app starts wait in the
 listen backlog. `serve(...)` logs the ready line only once uvicorn serves them.
+
+`serve_workers(factory, sockets, workers=N)` serves the same sockets from N processes
+(uvicorn's own supervisor: spawned children, each building its app from the import
+string `factory`, restarted if one dies); the kernel hands each new connection to one of
+them. The ready line comes once every child serves.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -119,3 +125,37 @@ def serve(app: Any, sockets: list[socket.socket], *, on_listening: Callable[[], 
         for sock in sockets:
             sock.close()
     return 0 if server.started else 1
+
+
+def serve_workers(factory: str, sockets: list[socket.socket], *, workers: int,
+                  on_listening: Callable[[], None], log_level: str = "warning") -> int:
+    """Run the app that the import string `factory` (a zero-argument callable) builds in
+    `workers` processes sharing `sockets`, until stopped (SIGINT or SIGTERM)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: expected at least 1")
+
+    class _Supervisor(Multiprocess):
+        announced = False
+
+        def keep_subprocess_alive(self) -> None:
+            super().keep_subprocess_alive()
+            # Same thread as the health pings: the children's pipes are never shared.
+            if not self.announced and not self.should_exit.is_set() and \
+                    all(p.is_ready(timeout=1) for p in self.processes):
+                self.announced = True
+                on_listening()
+
+    config = uvicorn.Config(factory, factory=True, workers=workers, log_config=None,
+                            log_level=log_level, access_log=False, server_header=False,
+                            lifespan="on")
+    supervisor = _Supervisor(config, sockets=sockets)
+    log.debug("supervisor %d serving with %d workers", os.getpid(), workers)
+    try:
+        supervisor.run()
+    finally:
+        for sock in sockets:
+            sock.close()
+    return 0 if supervisor.announced else 1

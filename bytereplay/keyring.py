@@ -32,6 +32,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,7 @@ from bytereplay.keys import (
 log = logging.getLogger("bytereplay.keys")
 
 MANIFEST_SUFFIX = ".ring.json"
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")  # no path, no hidden file
 MAX_MANIFEST_BYTES = 256 * 1024
 DEFAULT_RETIRE_AFTER_S = 86400.0  # longer than any shipped policy's freshness window
 
@@ -65,11 +67,11 @@ def rfc3339(t: float) -> str:
 def parse_time(text: str, where: str) -> float:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if value.tzinfo is None:
+            raise KeyConfigError(f"{where}: {text!r} has no UTC offset")
+        return value.timestamp()
+    except (ValueError, OverflowError):
         raise KeyConfigError(f"{where}: {text!r} is not an RFC 3339 time") from None
-    if value.tzinfo is None:
-        raise KeyConfigError(f"{where}: {text!r} has no UTC offset")
-    return value.timestamp()
 
 
 def manifest_path(key_file: Path) -> Path:
@@ -128,8 +130,8 @@ def load_ring(key_file: Path, *, alg: str = DEFAULT_ALG, create: bool = False) -
     for i, entry in enumerate(_read_manifest(manifest)):
         where = f"{manifest}: keys[{i}]"
         name, kid = entry.get("file"), entry.get("kid")
-        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-            raise KeyConfigError(f"{where}.file: a file name beside the ring")
+        if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
+            raise KeyConfigError(f"{where}.file: a plain file name beside the ring")
         key = SigningKey.from_private(read_private_key(key_file.with_name(name)))
         if kid != key.kid:
             raise KeyConfigError(f"{where}: kid {kid!r} is not the key's thumbprint")

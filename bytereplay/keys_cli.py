@@ -20,23 +20,32 @@ from typing import Any
 
 from bytereplay.errors import UsageError
 from bytereplay.home import Home
-from bytereplay.keyring import KeyRing, parse_time, rfc3339, rotate
+from bytereplay.keyring import DEFAULT_RETIRE_AFTER_S, KeyRing, parse_time, rfc3339, rotate
 from bytereplay.keys import DEFAULT_ALG
 
 
 def _role_settings(args: argparse.Namespace) -> tuple[Path, str, float]:
     """The ring file, the algorithm of a new key and the retirement delay of the role."""
+    if args.key and not args.config:  # a key file alone needs no role installed
+        return (Path(args.key).expanduser(), getattr(args, "alg", None) or DEFAULT_ALG,
+                DEFAULT_RETIRE_AFTER_S)
     home = Home.resolve(args.home)
-    if args.role == "verifier":
-        from verifier import config as verifier_config
+    try:
+        if args.role == "verifier":
+            from verifier import config as verifier_config
 
-        v = verifier_config.load(home, args.config)
-        path, alg, retire = v.ear_key_path, v.key_alg, v.key_retire_after_s
-    else:
-        from attester.config import load_config
+            v = verifier_config.load(home, args.config)
+            path, alg, retire = v.ear_key_path, v.key_alg, v.key_retire_after_s
+        else:
+            from attester.config import load_config
 
-        a = load_config(home, args.config)
-        path, alg, retire = a.evidence_key_path(home), a.key_alg, float(a.key_retire_after_s)
+            a = load_config(home, args.config)
+            path, alg, retire = (a.evidence_key_path(home), a.key_alg,
+                                 float(a.key_retire_after_s))
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"reading the {args.role} configuration needs the {args.role} extra: "
+                         f"pip install 'bytereplay[{args.role}]' (cannot import {exc.name}); "
+                         "or name the key file with --key") from None
     if args.key:
         path = Path(args.key).expanduser()
     return path, getattr(args, "alg", None) or alg or DEFAULT_ALG, retire

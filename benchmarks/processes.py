@@ -24,6 +24,12 @@ counted). Reported: its rate as a ratio of the same configuration without the
 rotation, and how many EARs carried the old and the new `kid` (every process must
 switch to the new key).
 
+`--http-stacks`: instead, one process each of uvicorn on asyncio + h11 and on uvloop +
+httptools (the verifier extra installs the latter, and uvicorn picks them), the same app,
+side by side; batches of `--batch` appraisals take turns between them, `--rounds` times,
+and each server's CPU per appraisal is summed: the ratio is the C loop's and parser's
+saving, measured under the same load.
+
 Goal on a 2-core machine, the load generator included: >= 900 appraisals/s with 2
 processes, p99 <= 50 ms, 0 errors.
 """
@@ -226,6 +232,60 @@ def measure(home: Home, factory: EvidenceFactory, config: Path, workers: int, n:
     }
 
 
+_STACK_SERVER = """
+import sys, uvicorn
+from bytereplay.home import Home
+from verifier import config
+from verifier.service import create_app
+app = create_app(config.load(Home.resolve(sys.argv[1]), sys.argv[5]))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), http=sys.argv[3], loop=sys.argv[4],
+            log_config=None, log_level="warning", access_log=False)
+"""
+STACKS = {"asyncio+h11": ("h11", "asyncio"), "uvloop+httptools": ("httptools", "uvloop")}
+
+
+def http_stacks(home: Home, factory: EvidenceFactory, config: Path, batch: int, rounds: int,
+                concurrency: int) -> dict[str, Any]:
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    import httpx
+
+    try:
+        for name, (http, loop) in STACKS.items():
+            port = free_port()
+            servers[name] = (subprocess.Popen(
+                [sys.executable, "-c", _STACK_SERVER, str(home.root), str(port), http, loop,
+                 str(config)], env={**os.environ, "PYTHONPATH": str(REPO)},
+                stderr=subprocess.DEVNULL), port)
+        for proc, port in servers.values():
+            deadline = time.monotonic() + 120
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                        break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("a stack server did not start")
+                time.sleep(0.1)
+        cpu = dict.fromkeys(servers, 0.0)
+        for i in range(rounds):
+            for name in (list(servers) if i % 2 == 0 else list(reversed(servers))):
+                proc, port = servers[name]
+                tokens = [str(factory.make(n)).encode("ascii")
+                          for n in asyncio.run(_challenges(port, batch))]
+                requests = [_request("/v1/verify?replay=false", t, "application/eat+jwt")
+                            for t in tokens]
+                before = tree_cpu_seconds(proc.pid)
+                asyncio.run(drive(port, requests, concurrency))
+                cpu[name] += tree_cpu_seconds(proc.pid) - before
+    finally:
+        for proc, _port in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+    out: dict[str, Any] = {name: {"server_cpu_ms_per_appraisal": round(1e3 * c / (batch * rounds), 3)}
+                           for name, c in cpu.items()}
+    out["ratio"] = round(cpu["uvloop+httptools"] / cpu["asyncio+h11"], 3)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=6000, help="appraisals per configuration")
@@ -234,6 +294,9 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2", help="process counts, comma-separated")
     parser.add_argument("--no-rotation", action="store_true",
                         help="skip the run with a key rotation during the load")
+    parser.add_argument("--http-stacks", action="store_true",
+                        help="compare asyncio+h11 with uvloop+httptools instead (see above)")
+    parser.add_argument("--batch", type=int, default=300, help="--http-stacks batch size")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
@@ -243,6 +306,17 @@ def main() -> int:
         config = home.root / "bench-verifier.json"
         config.write_text(json.dumps({"verifier": {"replay": False}}))
         factory = EvidenceFactory(home, Engine(EngineSettings(model_dir=FIXTURE)))
+        if args.http_stacks:
+            stacks = http_stacks(home, factory, config, args.batch, max(args.rounds, 2),
+                                 args.concurrency)
+            if args.json:
+                print(json.dumps(stacks, indent=2))
+            else:
+                for name in STACKS:
+                    print(f"{name}: {stacks[name]['server_cpu_ms_per_appraisal']} ms server CPU "
+                          "per appraisal")
+                print(f"ratio uvloop+httptools / asyncio+h11: {stacks['ratio']:.3f}")
+            return 0
         rounds: dict[int, list[dict[str, Any]]] = {w: [] for w in counts}
         rotations: list[dict[str, Any]] = []
         for _ in range(args.rounds):

@@ -219,9 +219,9 @@ class KeyRing:
         self.key_file, self.alg, self.create = Path(key_file), alg, create
         self.recheck_s, self.clock, self._monotonic = recheck_s, clock, monotonic
         self._lock = threading.Lock()
+        # Stamped before reading: a change made while reading is seen at the next re-check.
         self._stamp = self._files_stamp()
         self._keys = load_ring(self.key_file, alg=alg, create=create)
-        self._stamp = self._files_stamp()
         self._checked = monotonic()
         self._failed_stamp: tuple[Any, ...] | None = None
         self.reloads = 0
@@ -245,7 +245,7 @@ class KeyRing:
         with self._lock:
             self._checked = now
             stamp = self._files_stamp()
-            if stamp == self._stamp or stamp == self._failed_stamp:
+            if stamp in (self._stamp, self._failed_stamp):
                 return
             try:
                 keys = load_ring(self.key_file, alg=self.alg, create=self.create)

@@ -63,7 +63,7 @@ from bytereplay.keyring import KeyRing
 from bytereplay.web.access_log import AccessLog, configure_logging, note
 from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
-from bytereplay.web.serving import bind, serve, serve_workers, url_of
+from bytereplay.web.serving import bind, reuse_port_twins, serve, serve_workers, url_of
 from verifier import apidocs as doc
 from verifier import config as config_mod
 from verifier.config import VerifierConfig
@@ -348,8 +348,8 @@ def _serve_workers(args: argparse.Namespace, sockets: list[Any]) -> int:
     url = url_of(args.host, sockets)
     log.info("verifier home %s, store %s, EAR key kid %s, %d processes", home.root, cfg.store,
              ring.current.kid, args.workers)
-    return serve_workers("verifier.service:app_from_environment", sockets,
-                         workers=args.workers, log_level="warning",
+    groups = [sockets] + [reuse_port_twins(sockets) for _ in range(args.workers - 1)]
+    return serve_workers("verifier.service:app_from_environment", groups, log_level="warning",
                          on_listening=lambda: log.info("verifier listening on %s (%d processes)",
                                                        url, args.workers))
 
@@ -360,7 +360,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = getattr(args, "workers", 1)
     if workers < 1:
         raise UsageError(f"--workers {workers}: expected at least 1")
-    sockets = bind(args.host, args.port)  # a busy port: one line, exit 2, nothing logged
+    # A busy port: one line, exit 2, nothing logged.
+    sockets = bind(args.host, args.port, reuse_port=workers > 1)
     if workers > 1:
         return _serve_workers(args, sockets)
     try:

@@ -72,6 +72,8 @@ def attester_schemas(max_input_chars: int, max_new_tokens: int) -> dict[str, Sch
             "environment": {"type": "object", "description": "the determinism-relevant setup"},
             "provider": {"type": "string"}, "simulated": {"type": "boolean"},
             "evidence_key": {"type": "object", "description": "public JWK of the Evidence key"},
+            "evidence_keys": {"type": "object", "description": "JWK Set: the current Evidence "
+                              "key and the rotated-out ones not yet retired"},
             "evidence_formats": {"type": "array", "items": {"type": "string"}},
             "eat_profile": {"type": "string"}, "verifier_ref": {"type": ["string", "null"]},
             "operator": {"type": ["string", "null"]}, "limits": {"type": "object"},

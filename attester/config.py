@@ -9,6 +9,8 @@
         "device": "cpu", "dtype": "float32", "threads": 1,
         "evidence_format": "jwt",           # default when a request names none
         "key_alg": "ES256",                 # evidence key algorithm on first start
+        "evidence_key": null,               # shared key file (0600); null: the home's
+        "key_retire_after_s": 86400,        # `bytereplay keys rotate`: how long the old key stays listed
         "tsm_root": "/sys/kernel/config/tsm/report",
         "tdx_collateral_url": null,         # Intel PCS / PCCS v4 base URL: tsm TDX quotes carry collateral
         "tdx_collateral_cache": null,       # its disk cache; null: <home>/tdx-collateral
@@ -53,6 +55,8 @@ class AttesterConfig:
     threads: int = 1
     evidence_format: str = "jwt"
     key_alg: str = "ES256"
+    evidence_key: str | None = None
+    key_retire_after_s: float = 86400.0
     tsm_root: str | None = None
     tdx_collateral_url: str | None = None
     tdx_collateral_cache: str | None = None
@@ -90,6 +94,10 @@ class AttesterConfig:
     def model_path(self) -> Path | None:
         return Path(self.model_dir).expanduser() if self.model_dir else None
 
+    def evidence_key_path(self, home: Home) -> Path:
+        """The evidence key ring's file (`evidence_key`, or the home's, made on first start)."""
+        return Path(self.evidence_key).expanduser() if self.evidence_key else home.attester_key
+
     def collateral_cache(self, home: Home) -> Path:
         """Where the tsm provider caches TDX collateral (`tdx_collateral_cache` or the home's)."""
         if self.tdx_collateral_cache:
@@ -117,7 +125,7 @@ def _validate(c: AttesterConfig) -> None:
     if c.container_digest is not None and not OCI_DIGEST_RE.match(c.container_digest):
         raise UsageError("container_digest: expected an OCI digest 'sha256:<64 hex>'")
     for name in ("operator", "verifier_ref", "model_dir", "tsm_root", "tdx_collateral_url",
-                 "tdx_collateral_cache"):
+                 "tdx_collateral_cache", "evidence_key"):
         text(name, getattr(c, name))
     if c.tdx_collateral_url is not None and not c.tdx_collateral_url.startswith(
             ("http://", "https://")):
@@ -127,6 +135,9 @@ def _validate(c: AttesterConfig) -> None:
     bounded("threads", c.threads, 1, 1024)
     choice("evidence_format", c.evidence_format, FORMATS)
     choice("key_alg", c.key_alg, SIGNING_ALGS)
+    if isinstance(c.key_retire_after_s, bool) or not isinstance(c.key_retire_after_s, (int, float)) \
+            or not c.key_retire_after_s >= 0:
+        raise UsageError("key_retire_after_s: expected a number of seconds >= 0")
     bounded("nvidia_device", c.nvidia_device, 0, 63)
     bounded("max_body_bytes", c.max_body_bytes, 1024, 64 << 20)
     bounded("max_input_chars", c.max_input_chars, 1, 1 << 18)

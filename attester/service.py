@@ -41,7 +41,8 @@ from bytereplay import __version__, eat
 from bytereplay.errors import BusyError, BytereplayError, MediaTypeError, NotReadyError, UsageError
 from bytereplay.evidence import FORMATS, evidence_text
 from bytereplay.home import Home
-from bytereplay.keys import SigningKey, load_or_create_key
+from bytereplay.keyring import KeyRing
+from bytereplay.keys import SigningKey
 from bytereplay.record import RunRecord
 from bytereplay.request import (
     DECODE_KEYS,
@@ -166,7 +167,11 @@ class Attester:
     def __init__(self, config: AttesterConfig, home: Home, *, engine: Engine | None = None,
                  provider: QuoteProvider | None = None, key: SigningKey | None = None) -> None:
         self.config, self.home = config, home
-        self.key = key or load_or_create_key(home.attester_key, config.key_alg)
+        # A fixed key (tests), or the ring: a rotation is picked up without a restart.
+        self._fixed_key = key
+        self.keys = None if key is not None else KeyRing(
+            config.evidence_key_path(home), alg=config.key_alg,
+            create=config.evidence_key is None)
         self.provider = provider or make_provider(
             config.provider, simulated_dir=home.simulated_ca, tsm_root=config.tsm_root,
             nvidia_device=config.nvidia_device, tdx_collateral_url=config.tdx_collateral_url,
@@ -175,6 +180,20 @@ class Attester:
         self.load_error: str | None = None
         self._pending = 0
         self._lock = threading.Lock()
+
+    @property
+    def key(self) -> SigningKey:
+        """The current evidence key."""
+        if self.keys is None:
+            assert self._fixed_key is not None
+            return self._fixed_key
+        return self.keys.current
+
+    def published_keys(self) -> list[dict[str, Any]]:
+        """The current evidence key and the rotated-out ones not yet retired."""
+        if self.keys is None:
+            return [dict(self.key.jwk)]
+        return list(self.keys.jwks()["keys"])
 
     @property
     def ready(self) -> bool:
@@ -212,15 +231,16 @@ class Attester:
         from attester.engine import InferenceRequest
 
         engine = self._engine()
+        key = self.key  # one key for the binding and the signature, even across a rotation
         result = engine.generate(
             InferenceRequest(input=req.input, template=req.template, decode=_policy(req.decode)),
             verifier_ref=self.config.verifier_ref, challenge_window=req.challenge_window)
         record = result.record
-        quote = self.provider.quote(expected_report_data(req.nonce, record, self.key.jwk),
+        quote = self.provider.quote(expected_report_data(req.nonce, record, key.jwk),
                                     measurements_for(record))
-        claims = build_claims(record=record, nonce=req.nonce, key=self.key, quote=quote,
+        claims = build_claims(record=record, nonce=req.nonce, key=key, quote=quote,
                               request=request_claim(req.input, req.template, req.decode))
-        evidence = encode(claims, self.key, req.format)
+        evidence = encode(claims, key, req.format)
         return {"output": result.output, "output_hash": result.output_hash,
                 "evidence": evidence_text(evidence), "evidence_format": req.format}
 
@@ -236,6 +256,7 @@ class Attester:
             "provider": self.provider.name,
             "simulated": bool(self.provider.simulated),
             "evidence_key": dict(self.key.jwk),
+            "evidence_keys": {"keys": self.published_keys()},
             "evidence_formats": list(FORMATS),
             "eat_profile": eat.PROFILE,
             "verifier_ref": c.verifier_ref,

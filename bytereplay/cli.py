@@ -66,13 +66,45 @@ def _output_file_flag(p: argparse.ArgumentParser) -> None:
                    help="write the exact output bytes to FILE (no newline added), for `appraise --output`")
 
 
-def _serve_flags(p: argparse.ArgumentParser, port: int) -> None:
+def _serve_flags(p: argparse.ArgumentParser, port: int, *, workers: bool = False) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=port)
+    if workers:
+        p.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="serve from N processes on the one port (default 1); they share "
+                            "the store and the signing key")
     p.add_argument("--config", default=None, help="JSON configuration file")
     p.add_argument("--home", default=None, help="state directory (default $BYTEREPLAY_HOME)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="one line per request, as text (default) or JSON")
+
+
+def _keys_parsers(sub: Any) -> None:
+    """`keys rotate` and `keys list` under `sub` (the top-level subparsers)."""
+    keys = sub.add_parser("keys", help="signing keys: rotate a ring, list its keys")
+    verbs = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    for name, handler, text in (
+            ("rotate", "bytereplay.keys_cli:cmd_rotate",
+             "add a new current signing key; older keys stay published until they retire"),
+            ("list", "bytereplay.keys_cli:cmd_list", "list the ring's keys and their state")):
+        p = verbs.add_parser(name, help=text)
+        p.add_argument("--role", choices=("verifier", "attester"), default="verifier",
+                       help="whose key: the verifier's EAR key (default) or the attester's "
+                            "evidence key")
+        p.add_argument("--home", default=None, help="state directory (default $BYTEREPLAY_HOME)")
+        p.add_argument("--config", default=None, help="the role's JSON configuration file")
+        p.add_argument("--key", default=None, metavar="FILE",
+                       help="the ring's key file (default: configured, else the home's)")
+        p.add_argument("--at", default=None, metavar="RFC3339",
+                       help="the time of the rotation or listing (default now)")
+        p.add_argument("--json", action="store_true")
+        if name == "rotate":
+            p.add_argument("--retire-after", type=float, default=None, metavar="SECONDS",
+                           help="how long the rotated-out key stays published "
+                                "(default: the role's key_retire_after_s, 86400)")
+            p.add_argument("--alg", default=None, help="algorithm of the new key "
+                                                       "(default: the role's key_alg)")
+        p.set_defaults(handler=handler, label=f"keys {name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_flags(p, 8701)
     p.set_defaults(handler="attester.service:cmd_serve", extra="attester", label="serve attester")
     p = roles.add_parser("verifier", help="the verifier sidecar")
-    _serve_flags(p, 8702)
+    _serve_flags(p, 8702, workers=True)
     p.set_defaults(handler="verifier.service:cmd_serve", extra="verifier", label="serve verifier")
 
     p = sub.add_parser("verify", help="appraise Evidence in-process and print the EAR")
@@ -167,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler="verifier.quote_cli:cmd_quote_verify", extra="verifier",
                    label="quote verify")
+
+    _keys_parsers(sub)
 
     p = sub.add_parser("models", help="list the models available here and their digests")
     p.add_argument("paths", nargs="*", metavar="PATH",

@@ -126,7 +126,8 @@ def key_from_jwk(jwk: dict[str, Any]) -> PublicKey:
     return key
 
 
-def _write_private(path: Path, key: PrivateKey) -> None:
+def write_private_key(path: Path, key: PrivateKey) -> None:
+    """Write `key` as PKCS#8 PEM to a new file of mode 0600 (never over an existing one)."""
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -139,10 +140,18 @@ def _write_private(path: Path, key: PrivateKey) -> None:
         fh.write(pem)
 
 
-def _read_private(path: Path) -> PrivateKey:
-    mode = stat.S_IMODE(path.stat().st_mode)
+def read_private_key(path: Path) -> PrivateKey:
+    """The private key in `path`, refused unless its mode gives the group and others
+    nothing (0600 or 0400): a key others could read is no longer the signer's alone."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        raise KeyConfigError(f"signing key file {path} does not exist") from None
+    except OSError as exc:
+        raise KeyConfigError(f"cannot read signing key file {path}: {exc.strerror}") from None
     if mode & 0o077:
-        raise KeyConfigError(f"{path} is readable by others (mode {mode:o}); expected 0600")
+        raise KeyConfigError(f"signing key file {path} is readable by others (mode {mode:04o}); "
+                             f"refused: expected 0600 (chmod 600 {path})")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:
@@ -199,12 +208,12 @@ def load_or_create_key(path: Path, alg: str = DEFAULT_ALG) -> SigningKey:
     if not path.exists():
         # Another process may create it first; then we use theirs.
         with contextlib.suppress(FileExistsError):
-            _write_private(path, generate_private_key(alg))
-    return SigningKey.from_private(_read_private(path))
+            write_private_key(path, generate_private_key(alg))
+    return SigningKey.from_private(read_private_key(path))
 
 
 def read_signing_key(path: Path) -> SigningKey:
     """An existing private key (PEM, mode 0600), e.g. a CoRIM signer's; never created."""
     if not path.is_file():
         raise KeyConfigError(f"no private key at {path}")
-    return SigningKey.from_private(_read_private(path))
+    return SigningKey.from_private(read_private_key(path))

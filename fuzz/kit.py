@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +223,7 @@ class Server:
 
     def __init__(self, role: str, home: Path, *, port: int | None = None,
                  config: Path | None = None, log: Path | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.role, self.home = role, Path(home)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -231,6 +231,7 @@ class Server:
                "--port", str(self.port), "--home", str(self.home)]
         if config is not None:
             cmd += ["--config", str(config)]
+        cmd += list(args)
         self.log_path = log or (self.home / f"{role}-{self.port}.log")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,

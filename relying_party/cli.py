@@ -18,7 +18,7 @@ from bytereplay.errors import BytereplayError, UsageError
 from bytereplay.files import read_bounded
 from bytereplay.home import Home
 from bytereplay.jwks import KeySet
-from bytereplay.keys import load_or_create_key
+from bytereplay.keyring import KeyRing, manifest_path
 from relying_party.evaluate import evaluate
 from relying_party.policy import load_policy
 
@@ -44,15 +44,17 @@ def _verifier_keys(args: argparse.Namespace) -> tuple[KeySet, str]:
     else:
         home = Home.resolve(args.home)
         pem = home.verifier_key
-        if not pem.is_file():
+        if not pem.is_file() and not manifest_path(pem).is_file():
             raise UsageError(
                 f"no --verifier-keys given and no verifier key at {pem}; pass the verifier's "
                 "JWKS (file or URL, e.g. http://HOST:8702/.well-known/jwks.json)"
             )
-        key = load_or_create_key(pem)  # exists: loads it (and refuses a key readable by others)
-        keys = KeySet({"keys": [dict(key.jwk)]})
+        # Loads the ring (refusing a key file readable by others): the current key and
+        # the rotated-out ones not yet retired, as the verifier publishes them.
+        ring = KeyRing(pem)
+        keys = KeySet(ring.jwks())
         said = (f"verifier keys: derived from the verifier key in {home.root} "
-                f"(kid {key.kid}); pass --verifier-keys to pin another")
+                f"(kid {ring.current.kid}); pass --verifier-keys to pin another")
     try:
         kids = sorted(keys.keys())  # load now: an unusable key set is bad input (exit 2)
     except BytereplayError as exc:

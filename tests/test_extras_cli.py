@@ -125,3 +125,12 @@ def test_help_preflight_and_appraise_work(rp_python: Path, tmp_path: Path) -> No
     done = _cli(rp_python, "appraise", "r.jwt", "--output", "o.txt", "--verifier-keys", "k.json",
                 cwd=tmp_path)
     assert done.returncode == 0 and "decision: ALLOW" in done.stdout, done.stdout + done.stderr
+
+
+def test_keys_rotate_needs_no_role_installed(rp_python: Path, tmp_path: Path) -> None:
+    done = _cli(rp_python, "keys", "rotate", "--key", "ear.pem", cwd=tmp_path)
+    assert done.returncode == 0 and "created the first key" in done.stdout, done.stderr
+    assert ((tmp_path / "ear.pem").stat().st_mode & 0o777) == 0o600
+    # The role's configuration reader is light: it works without the role's extra too.
+    done = _cli(rp_python, "keys", "rotate", "--home", str(tmp_path / "h"), cwd=tmp_path)
+    assert done.returncode == 0 and "verifier key ring" in done.stdout, done.stderr

@@ -94,7 +94,7 @@ INFO: Schema = {
     "title": "VerifierInfo", "type": "object",
     "properties": {name: {"type": "object"} for name in
                    ("ear", "appraisal_policy", "trust", "nonces", "replay",
-                                  "provisioning")} | {
+                    "provisioning", "process")} | {
         "verifier": {"type": "string"}, "external": {"type": "array"},
         "reference_values": {"type": ["object", "null"]},
         "now": {"type": "string", "format": "date-time"}},

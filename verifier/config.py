@@ -22,6 +22,7 @@ from bytereplay.ear import NAMINGS
 from bytereplay.eat import NONCE_DEFAULT, NONCE_MAX, NONCE_MIN
 from bytereplay.errors import ModelDirError, UsageError
 from bytereplay.home import Home
+from bytereplay.keyring import DEFAULT_RETIRE_AFTER_S
 from bytereplay.keys import DEFAULT_ALG, EXTERNAL_ALGS, SIGNING_ALGS
 from bytereplay.resources import shipped_policy
 from verifier.tee.base import DEFAULT_ALLOWED_TCB, known_kinds
@@ -102,6 +103,8 @@ class VerifierConfig:
     policy_cache: bool = True
     naming: str = "veraison"
     key_alg: str = DEFAULT_ALG
+    ear_key: Path | None = None  # default: Home.verifier_key, created on first start
+    key_retire_after_s: float = DEFAULT_RETIRE_AFTER_S
     max_evidence_bytes: int = 1 << 20
     # replay
     replay: bool = True
@@ -120,6 +123,11 @@ class VerifierConfig:
     @property
     def store_path(self) -> Path:
         return self.sqlite_path or self.home.store
+
+    @property
+    def ear_key_path(self) -> Path:
+        """The EAR signing key ring's file (see `bytereplay.keyring`)."""
+        return self.ear_key or self.home.verifier_key
 
     @property
     def max_body_bytes(self) -> int:
@@ -167,6 +175,11 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
                               "policy must then be a pure function of its input)"),
     "naming": ((str,), "EAR claim naming: 'veraison' (default) or 'draft'"),
     "key_alg": ((str,), f"EAR signing algorithm for a new key, one of {list(SIGNING_ALGS)}"),
+    "ear_key": ((str,), "EAR signing key file shared by every replica (a mounted secret, mode "
+                        "0600; never created); its key ring when rotated (default: "
+                        "<home>/keys/verifier-ear.pem, created on first start)"),
+    "key_retire_after_s": ((int, float), "seconds a rotated-out key stays in the JWKS "
+                                         "(`bytereplay keys rotate`; default 86400)"),
     "max_evidence_bytes": ((int,), "largest Evidence accepted, in bytes (default 1 MiB)"),
     "replay": ((bool,), "replay runs (default true); false: verdict not-run"),
     "model_dir": ((str,), "folder holding model directories (scanned, found by digest); "
@@ -307,7 +320,7 @@ def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> Veri
             raise UsageError(f"configuration key {key!r}: expected {names}")
         kwargs[key] = value
     for key in ("sqlite_path", "reference_values", "provisioning_token_file", "policy",
-                "model_dir"):
+                "model_dir", "ear_key"):
         if key in kwargs:
             kwargs[key] = _path(base, kwargs[key])
     if "simulated_cas" in kwargs:
@@ -326,6 +339,10 @@ def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> Veri
         kwargs["tee"] = _tee(base, kwargs["tee"])
     if "replay_tolerance" in kwargs:
         kwargs["replay_tolerance"] = float(kwargs["replay_tolerance"])
+    if "key_retire_after_s" in kwargs:
+        kwargs["key_retire_after_s"] = float(kwargs["key_retire_after_s"])
+        if kwargs["key_retire_after_s"] < 0:
+            raise UsageError("key_retire_after_s must be >= 0")
     for key in ("nonce_ttl_s", "result_ttl_s"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])

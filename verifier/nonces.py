@@ -5,7 +5,10 @@ A nonce is issued with an expiry and consumed atomically on first use:
 - SQLite: one `UPDATE ... SET used=1 WHERE nonce=? AND used=0 AND expires>?`; only the
   caller whose statement changed the row wins. WAL mode, one connection per thread, so
   threads and processes sharing the file race safely; a nonce used before a restart
-  stays used after it.
+  stays used after it. A statement that finds the file locked by another process is
+  retried after 50 us, doubling up to 5 ms, for up to 30 s (SQLite's own busy handler
+  sleeps 1 ms at least, then longer: on an event loop that is a stall for every
+  request); each statement is its own transaction, so a retried one had no effect.
 - Redis: a Lua script reads, checks the expiry, deletes the nonce and leaves a `used`
   tombstone in one atomic step, so replicas sharing the server race safely. Keys carry
   a `PX` expiry, so Redis forgets them on its own.
@@ -46,6 +49,7 @@ PENDING, DONE = "pending", "done"
 # "reused"/"expired" rather than "unknown" (it is refused either way).
 TOMBSTONE_S = 3600.0
 GC_EVERY = 512
+BUSY_TIMEOUT_S = 30.0
 
 Clock = Callable[[], float]
 
@@ -176,7 +180,9 @@ class SqliteStore:
         self._issued = 0
         conn = self._conn()
         with self._conns_lock:
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             conn.executescript(_SCHEMA)
+            conn.execute("PRAGMA busy_timeout=0")
         self.path.chmod(0o600)
 
     def _conn(self) -> sqlite3.Connection:
@@ -186,19 +192,37 @@ class SqliteStore:
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA busy_timeout=0")  # `_run` waits, in finer steps
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
 
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[list[Any], int]:
+        """Rows and row count of one statement, retried while another process holds the
+        write lock (see the module text)."""
+        conn = self._conn()
+        delay, deadline = 5e-5, 0.0
+        while True:
+            try:
+                cur = conn.execute(sql, params)
+                return cur.fetchall(), cur.rowcount
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + BUSY_TIMEOUT_S
+                if now > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5e-3)
+
     def issue(self, size: int = NONCE_DEFAULT, ttl: float | None = None) -> IssuedNonce:
         nonce = new_nonce(size)
         now = self.clock()
         issued = IssuedNonce(nonce, now, now + (ttl if ttl is not None else self.ttl))
-        conn = self._conn()
-        conn.execute("INSERT INTO nonces (nonce, issued_at, expires_at) VALUES (?, ?, ?)",
-                     (nonce, issued.issued_at, issued.expires_at))
+        self._run("INSERT INTO nonces (nonce, issued_at, expires_at) VALUES (?, ?, ?)",
+                  (nonce, issued.issued_at, issued.expires_at))
         self._issued += 1
         if self._issued % GC_EVERY == 0:
             self.gc()
@@ -206,21 +230,19 @@ class SqliteStore:
 
     def consume(self, nonce: bytes) -> IssuedNonce:
         now = self.clock()
-        conn = self._conn()
-        rows = conn.execute(
+        rows, _ = self._run(  # fetch all: the statement (and its implicit transaction) ends
             "UPDATE nonces SET used = 1, used_at = ? WHERE nonce = ? AND used = 0 "
             "AND expires_at > ? RETURNING issued_at, expires_at",
-            (now, nonce, now),
-        ).fetchall()  # fetch all: the statement (and its implicit transaction) ends here
+            (now, nonce, now))
         if rows:
             return IssuedNonce(nonce, float(rows[0][0]), float(rows[0][1]))
         raise NonceRefused(self._reason(nonce, now) or UNKNOWN)
 
     def _reason(self, nonce: bytes, now: float) -> str | None:
-        row = self._conn().execute(
-            "SELECT used, expires_at FROM nonces WHERE nonce = ?", (nonce,)).fetchone()
-        if row is None:
+        rows, _ = self._run("SELECT used, expires_at FROM nonces WHERE nonce = ?", (nonce,))
+        if not rows:
             return None
+        row = rows[0]
         if row[0]:
             return REUSED
         return EXPIRED if float(row[1]) <= now else "fresh"
@@ -231,14 +253,13 @@ class SqliteStore:
     def gc(self) -> int:
         """Forget nonces and results well past their expiry."""
         now = self.clock()
-        conn = self._conn()
-        n = conn.execute("DELETE FROM nonces WHERE expires_at < ?", (now - TOMBSTONE_S,)).rowcount
-        conn.execute("DELETE FROM results WHERE expires_at < ?", (now,))
+        _, n = self._run("DELETE FROM nonces WHERE expires_at < ?", (now - TOMBSTONE_S,))
+        self._run("DELETE FROM results WHERE expires_at < ?", (now,))
         return int(n)
 
     def put_pending(self, result_id: str) -> None:
         now = self.clock()
-        self._conn().execute(
+        self._run(
             "INSERT INTO results (id, state, doc, created_at, expires_at) VALUES (?, ?, NULL, ?, ?)",
             (result_id, PENDING, now, now + self.result_ttl))
 
@@ -246,24 +267,25 @@ class SqliteStore:
         now = self.clock()
         text = json.dumps(doc, separators=(",", ":"))
         # One statement: the row flips from pending to the whole result at once.
-        self._conn().execute(
+        self._run(
             "INSERT INTO results (id, state, doc, created_at, expires_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc, "
             "expires_at = excluded.expires_at",
             (result_id, DONE, text, now, now + self.result_ttl))
 
     def get_result(self, result_id: str) -> dict[str, Any] | None:
-        row = self._conn().execute(
-            "SELECT state, doc, expires_at FROM results WHERE id = ?", (result_id,)).fetchone()
-        if row is None or float(row[2]) <= self.clock():
+        rows, _ = self._run("SELECT state, doc, expires_at FROM results WHERE id = ?",
+                            (result_id,))
+        if not rows or float(rows[0][2]) <= self.clock():
             return None
+        row = rows[0]
         if row[0] == PENDING:
             return {"state": PENDING}
         doc: dict[str, Any] = json.loads(row[1])
         return {"state": DONE, **doc}
 
     def ping(self) -> bool:
-        self._conn().execute("SELECT 1").fetchone()
+        self._run("SELECT 1")
         return True
 
     def close(self) -> None:

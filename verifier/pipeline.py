@@ -27,6 +27,7 @@ cannot be reached (`StoreUnavailable`, 503).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -51,7 +52,8 @@ from bytereplay.errors import (
     UsageError,
 )
 from bytereplay.evidence import DecodedEvidence, decode_evidence
-from bytereplay.keys import SigningKey, load_or_create_key
+from bytereplay.keyring import KeyRing
+from bytereplay.keys import SigningKey
 from bytereplay.preflight import PreflightReport, preflight
 from verifier import reference as reference_values
 from verifier.appraisal_policy import AppraisalPolicy
@@ -397,7 +399,10 @@ class Verifier:
         self.config: VerifierConfig = config
         self.clock = clock
         self.metrics = metrics or Metrics()
-        self.key: SigningKey = load_or_create_key(config.home.verifier_key, config.key_alg)
+        # One ring for every process and replica reading the same files: a rotation is
+        # picked up within a second, without a restart.
+        self.keys = KeyRing(config.ear_key_path, alg=config.key_alg,
+                            create=config.ear_key is None, clock=clock)
         self.policy = AppraisalPolicy(config.policy, cache=config.policy_cache)
         self.file_references = reference_values.load(config.reference_values)
         self.provisioning = Provisioner(config.provisioning_token_file, config.provisioning_keys,
@@ -561,8 +566,14 @@ class Verifier:
 
     # -- publication ------------------------------------------------------------------
 
+    @property
+    def key(self) -> SigningKey:
+        """The current EAR signing key."""
+        return self.keys.current
+
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [dict(self.key.jwk)]}
+        """The current key and the rotated-out ones not yet retired."""
+        return self.keys.jwks()
 
     def info(self) -> dict[str, Any]:
         from bytereplay import __version__
@@ -572,7 +583,10 @@ class Verifier:
         return {
             "verifier": f"bytereplay {__version__}",
             "ear": {"profile": ear.PROFILES[cfg.naming], "naming": cfg.naming,
-                    "alg": self.key.alg, "kid": self.key.kid, "jwks": "/.well-known/jwks.json"},
+                    "alg": self.key.alg, "kid": self.key.kid, "jwks": "/.well-known/jwks.json",
+                    "keys": [{"kid": k.key.kid, "retire_at": k.to_json()["retire_at"]}
+                             for k in self.keys.entries()]},
+            "process": {"pid": os.getpid()},
             "appraisal_policy": {"id": self.policy.policy_id, "path": str(self.policy.path),
                                  "cached": self.policy.cached},
             "trust": {

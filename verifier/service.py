@@ -27,6 +27,10 @@
     GET  /metrics                Prometheus text
     GET  /openapi.json, /docs    the API description and a page rendering it (no CDN)
 
+Where no step can wait on the network (SQLite, no collateral URL), nonces are issued and
+Evidence is appraised up to replay on the event loop; otherwise in a thread
+(`appraises_inline`). Replays run in the replay pool.
+
 One log line per request (`bytereplay.web.access_log`), with the EAR status and the replay
 verdict for /v1/verify; `bytereplay serve verifier --log-format json` for JSON lines.
 
@@ -40,12 +44,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -67,15 +74,16 @@ from bytereplay.errors import (
     UsageError,
 )
 from bytereplay.home import Home
+from bytereplay.keyring import KeyRing
 from bytereplay.web.access_log import AccessLog, configure_logging, note
 from bytereplay.web.apidocs import Responses, ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
-from bytereplay.web.serving import bind, serve, url_of
+from bytereplay.web.serving import bind, reuse_port_twins, serve, serve_workers, url_of
 from verifier import apidocs as doc
 from verifier import config as config_mod
 from verifier import provisioning
 from verifier.config import VerifierConfig
-from verifier.nonces import new_result_id
+from verifier.nonces import SqliteStore, new_result_id
 from verifier.pipeline import Appraisal, Verifier, check_replay_method
 from verifier.results import Result
 
@@ -163,11 +171,25 @@ _PROVISIONING_ANSWER: Responses = {200: {
 
 def _now_text(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def appraises_inline(config: VerifierConfig, store_kind: str) -> bool:
+    """Whether nonces are issued, and Evidence appraised up to replay, on the event loop.
+
+    Where no step can wait on the network (the SQLite store, and no TEE collateral or
+    certificates fetched from a URL), an appraisal is CPU work of about half a
+    millisecond: done on the event loop it saves the hand-off to a thread and back, which
+    under load costs more than the work (the two threads take turns on the GIL). With
+    Redis, or a URL to fetch from, the work goes to a thread so that the loop keeps
+    serving while it waits. Replays always run in the replay pool."""
+    if store_kind != "sqlite":
+        return False
+    return not any(str(loc).startswith(("http://", "https://"))
+                   for t in config.tee.values() for loc in (t.collateral, t.certs) if loc)
 
 
 def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> FastAPI:
     """The sidecar app. The verifier (store, keys, policy) is built here, closed on shutdown."""
     v = verifier or Verifier(config)
+    inline = appraises_inline(config, v.store.kind)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -211,7 +233,7 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
                 if isinstance(size, bool) or not isinstance(size, int) or \
                         not NONCE_MIN <= size <= NONCE_MAX:
                     raise UsageError(f"size must be an integer in {NONCE_MIN}..{NONCE_MAX}")
-        issued = await run_in_threadpool(v.issue_nonce, size)
+        issued = v.issue_nonce(size) if inline else await run_in_threadpool(v.issue_nonce, size)
         return JSONResponse(issued.to_json(), headers={"Cache-Control": "no-store"})
 
     def _sync_part(data: bytes | str, fmt: str | None, want_replay: bool,
@@ -243,9 +265,11 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         if want_replay and v.queue_full():  # before the nonce is consumed
             raise QueueFull("the replay queue is full; try again later")
         if not run_async:
-            # One thread hop when nothing is left for the replay pool.
-            result, pending = await run_in_threadpool(_sync_part, data, fmt, want_replay, tokens,
-                                                      method)
+            if inline and tokens is None:  # external tokens may fetch their service's JWKS
+                result, pending = _sync_part(data, fmt, want_replay, tokens, method)
+            else:  # one thread hop when nothing is left for the replay pool
+                result, pending = await run_in_threadpool(_sync_part, data, fmt, want_replay,
+                                                          tokens, method)
             if result is None:
                 assert pending is not None
                 result = await asyncio.wrap_future(v.submit(pending))
@@ -375,10 +399,56 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
     return app
 
 
+# `--workers N`: each spawned process builds its app from these, set by the parent.
+WORKER_ENV = "BYTEREPLAY_VERIFIER_WORKER"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `--workers` process (uvicorn's factory): the parent's home,
+    configuration and log format, passed in `$BYTEREPLAY_VERIFIER_WORKER`."""
+    settings = json.loads(os.environ[WORKER_ENV])
+    configure_logging(settings["log_format"])
+    home = Home.resolve(settings["home"])
+    app = create_app(config_mod.load(home, settings["config"]))
+    log.info("verifier process %d ready", os.getpid())
+    return app
+
+
+def _serve_workers(args: argparse.Namespace, sockets: list[Any]) -> int:
+    try:
+        home = Home.resolve(args.home)
+        cfg = config_mod.load(home, args.config)
+        # Checked once here, so that a bad key is one line and exit 2, not N failed children;
+        # a home's first key is made here too, before the children race to make it.
+        ring = KeyRing(cfg.ear_key_path, alg=cfg.key_alg, create=cfg.ear_key is None)
+        if cfg.store == "sqlite":  # the schema, once, before the children open the file
+            SqliteStore(cfg.store_path).close()
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    config = None if args.config is None else str(Path(args.config).resolve())
+    os.environ[WORKER_ENV] = json.dumps({"home": str(home.root), "config": config,
+                                         "log_format": getattr(args, "log_format", "text")})
+    url = url_of(args.host, sockets)
+    log.info("verifier home %s, store %s, EAR key kid %s, %d processes", home.root, cfg.store,
+             ring.current.kid, args.workers)
+    groups = [sockets] + [reuse_port_twins(sockets) for _ in range(args.workers - 1)]
+    return serve_workers("verifier.service:app_from_environment", groups, log_level="warning",
+                         on_listening=lambda: log.info("verifier listening on %s (%d processes)",
+                                                       url, args.workers))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`bytereplay serve verifier --host --port --config --home --log-format`."""
+    """`bytereplay serve verifier --host --port --config --home --log-format --workers`."""
     configure_logging(getattr(args, "log_format", "text"))
-    sockets = bind(args.host, args.port)  # a busy port: one line, exit 2, nothing logged
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: expected at least 1")
+    # A busy port: one line, exit 2, nothing logged.
+    sockets = bind(args.host, args.port, reuse_port=workers > 1)
+    if workers > 1:
+        return _serve_workers(args, sockets)
     try:
         home = Home.resolve(args.home)
         cfg = config_mod.load(home, args.config)

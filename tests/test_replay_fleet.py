@@ -48,8 +48,8 @@ __all__ = ["redis_url"]
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "fixtures" / "model"
 JOBS = 40
-# Long enough (64 tokens, full replay: about 0.4 s here) for a kill to land mid-job.
-SLOW = {**DECODE, "max_new_tokens": 64, "eos": False}
+# Long enough (32 tokens, full replay: 0.2 to 0.5 s here) for a kill to land mid-job.
+SLOW = {**DECODE, "max_new_tokens": 32, "eos": False}
 FLEET = {"store": "redis", "replay_backend": "celery", "model_dir": str(MODEL),
          "replay_visibility_timeout_s": 4, "replay_worker_wait_s": 3,
          "replay_heartbeat_s": 1, "replay_sync_timeout_s": 30}
@@ -95,7 +95,7 @@ class Fleet:
     workers: list[Worker]
 
 
-def _wait_workers(url: str, count: int, workers: list[Worker], timeout: float = 60.0) -> None:
+def _wait_workers(url: str, count: int, workers: list[Worker], timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         found = httpx.get(f"{url}/v1/info", timeout=10).json()["replay"]["workers"]
@@ -167,7 +167,7 @@ def test_forty_jobs_over_two_front_ends_survive_a_killed_worker(fleet: Fleet) ->
 
     # Every job completes, `match`, including the one the dead worker held.
     results: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + 50
+    deadline = time.monotonic() + 90  # about 20 s here; room for a loaded machine
     while len(results) < JOBS:
         assert time.monotonic() < deadline, f"{JOBS - len(results)} jobs never completed"
         for rid in sorted(set(sent) - set(results)):
@@ -181,7 +181,7 @@ def test_forty_jobs_over_two_front_ends_survive_a_killed_worker(fleet: Fleet) ->
         assert doc["state"] == "done" and doc["replay"]["verdict"] == "match", (rid, doc)
         ear = read_ear(doc["result"], jwks)
         assert ear.extensions["bytereplay.replay"]["verdict"] == "match"
-        nonces.append(str(ear.claims["eat_nonce"]))
+        nonces.append(str(ear.nonce))
     assert sorted(nonces) == sorted(n for n, _, _ in sent.values())  # one EAR per nonce
     assert held <= set(other.ids("started")), "the held job was not delivered again"
     assert held <= set(other.ids("done"))

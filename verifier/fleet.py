@@ -36,8 +36,9 @@ Redis keys (under `redis_prefix`, default `bytereplay:`):
 A worker refreshes its advertisement every `replay_heartbeat_s`; one not refreshed for
 three of them has lapsed. A job whose model no live worker advertises for
 `replay_worker_wait_s` ends `not-run`, naming the reason, and so does one without an
-outcome after twice the visibility timeout (delivered, lost, delivered again); the
-front end stores that `not-run` with the same `SET NX`, so a late worker cannot change it.
+outcome within `result_ttl_s` (by then its pending result has expired anyway); a job
+waiting in a long queue while workers holding its model live waits its turn. The front
+end stores such a `not-run` with the same `SET NX`, so a late worker cannot change it.
 """
 
 from __future__ import annotations
@@ -323,7 +324,7 @@ class FleetClient:
         self.app.send_task(TASK, args=[job.to_text()], queue=queue_name(self.cfg.redis_prefix,
                                                                          digest),
                            task_id=job_id)
-        give_up = sent + 2 * self.cfg.replay_visibility_timeout_s + wait_s
+        give_up = sent + self.cfg.result_ttl_s
         pause, last_worker, next_check = POLL_FIRST_S, sent, sent + 1.0
         while True:
             outcome = self.state.outcome(job_id)

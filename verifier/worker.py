@@ -73,6 +73,7 @@ def run_job(replayer: Replayer, state: FleetState, text: str, worker: str) -> st
 
 def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(getattr(args, "log_format", "text"))
+    log.setLevel(logging.INFO)  # Celery sets the root logger's level to its own --loglevel
     home = Home.resolve(args.home)
     cfg = config_mod.load(home, args.config)
     concurrency = args.concurrency or cfg.replay_workers

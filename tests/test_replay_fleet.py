@@ -282,6 +282,14 @@ def test_a_duplicated_delivery_gives_one_outcome_and_one_ear(tmp_path: Path,
     stored = state.outcome("job-two-0002")
     assert stored is not None and stored.seconds in (1.0, 2.0)
     assert state.settle("job-two-0002", replace(stored, seconds=99.0)) == stored
+    # A replay that raises on the worker still ends the job: not-run, naming it.
+    broken = CountingReplayer()
+    broken.replay = lambda *a, **k: 1 / 0  # type: ignore[method-assign, assignment, return-value]
+    text = _job(factory, b"k" * 32, "job-three-003").to_text()
+    assert run_job(broken, state, text, "w3") == "not-run"  # type: ignore[arg-type]
+    failed = state.outcome("job-three-003")
+    assert failed is not None and failed.reason == \
+        "the replay failed on a worker (ZeroDivisionError)"
 
     # The front end: an appraisal whose outcome is stored, finished twice -> one EAR.
     config = VerifierConfig(home=home, store="redis", redis_url=redis_url, redis_prefix=prefix,

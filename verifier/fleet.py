@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bytereplay.encoding import strict_json_loads
-from bytereplay.errors import BytereplayError, EvidenceError
+from bytereplay.errors import BytereplayError, EvidenceError, StoreUnavailable
 from bytereplay.record import RunRecord
 from verifier.replay import (
     METHODS,
@@ -309,7 +309,18 @@ class FleetClient:
     def replay(self, job_id: str, request: Any, record: RunRecord,
                method: str | None) -> ReplayOutcome:
         """The outcome of replaying (request, record) on the fleet; never raises for a bad
-        run or a missing worker (the outcome says why)."""
+        run or a missing worker (the outcome says why). Raises `StoreUnavailable` (503)
+        when the fleet's Redis fails."""
+        try:
+            return self._replay(job_id, request, record, method)
+        except BytereplayError:
+            raise
+        except Exception as exc:  # redis or kombu: the broker is away, not the Evidence's fault
+            raise StoreUnavailable(f"the replay fleet's Redis failed: {type(exc).__name__}") \
+                from None
+
+    def _replay(self, job_id: str, request: Any, record: RunRecord,
+                method: str | None) -> ReplayOutcome:
         refused = preconditions(request, record)
         if refused is not None:
             return refused
@@ -346,7 +357,13 @@ class FleetClient:
             pause = min(POLL_MAX_S, pause * 2)
 
     def answer_once(self, job_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-        return self.state.answer_once(job_id, doc)
+        try:
+            return self.state.answer_once(job_id, doc)
+        except BytereplayError:
+            raise
+        except Exception as exc:  # as in `replay`
+            raise StoreUnavailable(f"the replay fleet's Redis failed: {type(exc).__name__}") \
+                from None
 
     def refresh_metrics(self) -> None:
         """Queue depth per model, live workers (all, and per model) into the metrics."""

@@ -27,7 +27,7 @@ from bytereplay.home import Home
 from bytereplay.web.access_log import configure_logging
 from verifier import config as config_mod
 from verifier.fleet import TASK, FleetState, celery_app, parse_job, queue_name, redact
-from verifier.replay import DIGEST_CACHE_FILE, Replayer, ReplaySettings
+from verifier.replay import DIGEST_CACHE_FILE, Replayer, ReplaySettings, not_run
 
 log = logging.getLogger("bytereplay.worker")
 
@@ -64,7 +64,12 @@ def run_job(replayer: Replayer, state: FleetState, text: str, worker: str) -> st
         log.info("replay skipped id=%s worker=%s: an outcome is stored already", job.id, worker)
         return "duplicate"
     log.info("replay started id=%s worker=%s model=%s", job.id, worker, job.digest)
-    outcome = replayer.replay(job.request, job.record, method=job.method)
+    try:
+        outcome = replayer.replay(job.request, job.record, method=job.method)
+    except Exception as exc:  # an engine bug: the front end must not wait for nothing
+        log.exception("replay failed id=%s worker=%s", job.id, worker)
+        outcome = not_run(f"the replay failed on a worker ({type(exc).__name__})",
+                          request="ok")
     stored = state.settle(job.id, outcome)
     log.info("replay done id=%s worker=%s verdict=%s%s", job.id, worker, outcome.verdict,
              "" if stored is outcome else " (an earlier outcome stands)")

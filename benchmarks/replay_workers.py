@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Replays per second on the Celery replay fleet: 1 worker, then 2, then 1 again, in one run.
+"""Replays per second on the Celery replay fleet: 1 worker and 2 workers, alternated in one run.
 
-    python benchmarks/replay_workers.py [--jobs 40] [--tokens 32] [--method full]
+    python benchmarks/replay_workers.py [--jobs 40] [--tokens 32] [--method full] [--rounds 2]
 
 It starts a redis-server on a free loopback port, one `bytereplay serve verifier` front end
 with `replay_backend: "celery"` and `bytereplay worker` processes (`--concurrency 1` each)
 on the fixture model, all with one temporary home. Each phase submits `--jobs` async
 verifications (`?async=true&replay_method=...`, Evidence built and nonces fetched before
 the clock starts) and times the batch until the last result is done; every verdict must
-be `match` (exit 1 otherwise). Phases: 1 worker; a second worker joins; it leaves
-(SIGTERM) and 1 worker runs again. The 1-worker baseline is the mean of the two 1-worker
-phases, so drift of the machine during the run shows as their spread.
+be `match` (exit 1 otherwise). Phases alternate, `--rounds` times: 1 worker; a second
+worker joins (started afresh, its model load outside the clock); it leaves (SIGTERM).
+Each 2-worker phase is set against the mean of the 1-worker phases on either side of it
+(the baseline measured in the same stretch of the run); the median of those ratios is
+the figure, and their spread shows how much the machine drifted.
 
 On a machine with fewer free cores than workers, the ratio is bounded by the cores: the
 front end, Redis and this client share them.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=40, help="verifications per phase (40)")
     ap.add_argument("--tokens", type=int, default=32, help="new tokens per run (32)")
     ap.add_argument("--method", default="full", help="replay method per request (full)")
+    ap.add_argument("--rounds", type=int, default=2, help="2-worker phases (2)")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("BYTEREPLAY_MODEL", str(MODEL))
@@ -117,30 +121,37 @@ def main(argv: list[str] | None = None) -> int:
                 with httpx.Client(base_url=front.url, timeout=60) as client:
                     phase(client, factory, 4, decode, args.method)  # warm up
                     figures.append((1, phase(client, factory, args.jobs, decode, args.method)))
-                    workers.append(start_worker(home.root, config, tmp / "worker1.log"))
-                    wait_workers(front.url, 2)
-                    phase(client, factory, 4, decode, args.method)
-                    figures.append((2, phase(client, factory, args.jobs, decode, args.method)))
-                    workers[1].terminate()
-                    workers[1].wait(timeout=60)
-                    wait_workers(front.url, 1, timeout=30)
-                    figures.append((1, phase(client, factory, args.jobs, decode, args.method)))
+                    for r in range(args.rounds):
+                        second = start_worker(home.root, config, tmp / f"worker{r + 1}.log")
+                        workers.append(second)
+                        wait_workers(front.url, 2)
+                        phase(client, factory, 4, decode, args.method)
+                        figures.append((2, phase(client, factory, args.jobs, decode,
+                                                 args.method)))
+                        second.terminate()
+                        second.wait(timeout=60)
+                        wait_workers(front.url, 1, timeout=30)
+                        figures.append((1, phase(client, factory, args.jobs, decode,
+                                                 args.method)))
             finally:
                 for w in workers:
                     if w.poll() is None:
                         w.terminate()
                         w.wait(timeout=60)
                 front.stop()
+    ratios = [figures[i][1] / ((figures[i - 1][1] + figures[i + 1][1]) / 2)
+              for i in range(1, len(figures) - 1) if figures[i][0] == 2]
     ones = [r for n, r in figures if n == 1]
-    base = sum(ones) / len(ones)
-    two = next(r for n, r in figures if n == 2)
+    twos = [r for n, r in figures if n == 2]
     print(f"replay fleet: {args.jobs} jobs per phase, {args.tokens} tokens, method {args.method}, "
           f"fixture model, each worker --concurrency 1")
     for n, rate in figures:
         print(f"  {n} worker(s): {rate:7.2f} replays/s")
-    print(f"  1-worker baseline (mean of both 1-worker phases): {base:.2f} replays/s "
-          f"(spread {min(ones):.2f}..{max(ones):.2f})")
-    print(f"  2 workers / 1 worker: {two / base:.2f}")
+    print(f"  1 worker: median {statistics.median(ones):.2f} replays/s "
+          f"({min(ones):.2f}..{max(ones):.2f}); 2 workers: median "
+          f"{statistics.median(twos):.2f} ({min(twos):.2f}..{max(twos):.2f})")
+    print(f"  2 workers / 1 worker (each against the 1-worker phases beside it): median "
+          f"{statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})")
     return 0
 
 

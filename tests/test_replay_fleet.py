@@ -325,3 +325,71 @@ def test_job_and_outcome_parsers_refuse_bad_input() -> None:
                 b'{"verdict": "match", "seconds": "1"}', b'{"verdict": "match", "facts": {"a": 1}}'):
         with pytest.raises(BytereplayError):
             parse_outcome(bad)
+
+
+def test_sync_request_answers_202_after_the_configured_wait(tmp_path: Path,
+                                                            redis_url: str) -> None:
+    """No worker takes the job (one is advertised, none consumes): a request without
+    async=true waits `replay_sync_timeout_s`, answers 202 with the poll URL; when the
+    outcome arrives, the front end runs the policy and signs the EAR, served at the URL."""
+    from fastapi.testclient import TestClient
+
+    from bytereplay.evidence import decode_evidence
+    from verifier.service import create_app
+
+    home = Home.resolve(tmp_path / "home")
+    factory = evidence_factory(home)
+    prefix = "sync:"
+    config = VerifierConfig(home=home, store="redis", redis_url=redis_url, redis_prefix=prefix,
+                            replay_backend="celery", replay_sync_timeout_s=0.5)
+    state = FleetState(redis_url, prefix, ttl_s=60, heartbeat_s=5)
+    digest = ""
+    v = Verifier(config)
+    try:
+        with TestClient(create_app(config, verifier=v)) as client:
+            nonce = client.post("/v1/challenge").json()["nonce"]
+            ev = factory.make(b64url_decode(nonce))
+            digest = str(decode_evidence(ev, "jwt").record.get("model.digest"))
+            state.advertise("w-idle", [digest], 1)
+            started = time.monotonic()
+            resp = client.post("/v1/verify", content=ev,
+                               headers={"content-type": "application/eat+jwt"})
+            assert resp.status_code == 202, resp.text
+            assert time.monotonic() - started >= 0.5
+            rid = resp.json()["id"]
+            assert resp.headers["location"] == f"/v1/results/{rid}"
+            assert client.get(f"/v1/results/{rid}").status_code == 202
+            assert state.queue_depth(digest) == 1  # the job waits in its model's queue
+            metrics = client.get("/metrics").text
+            assert f'bytereplay_verifier_replay_queue_depth{{model="{digest}"}} 1.0' in metrics
+            assert "bytereplay_verifier_replay_workers 1.0" in metrics
+            state.settle(rid, ReplayOutcome("match", reason="stand-in", seconds=0.1))
+            deadline = time.monotonic() + 10
+            while (done := client.get(f"/v1/results/{rid}")).status_code == 202:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            doc = done.json()
+            assert doc["replay"]["verdict"] == "match" and doc["status"] == "warning", doc
+    finally:
+        state.withdraw("w-idle", [digest])
+        state.close()
+
+
+def test_fleet_configuration_is_checked(tmp_path: Path) -> None:
+    from bytereplay.errors import UsageError
+    from verifier.config import from_dict
+
+    home = Home.resolve(tmp_path / "home")
+    cfg = from_dict({"replay_backend": "celery", "broker_url": "redis://:secret@h:1/0",
+                     "replay_visibility_timeout_s": 5}, home)
+    assert cfg.broker == "redis://:secret@h:1/0" and cfg.replay_visibility_timeout_s == 5.0
+    assert from_dict({"replay_backend": "celery", "redis_url": "redis://r:2/0"}, home).broker \
+        == "redis://r:2/0"
+    for bad in ({"replay_backend": "threads"}, {"replay_backend": "celery", "broker_url": "amqp://x"},
+                {"replay_worker_wait_s": 0}, {"replay_sync_timeout_s": "1"}):
+        with pytest.raises(UsageError):
+            from_dict(bad, home)
+    from verifier.fleet import redact
+    assert redact("redis://:secret@h:1/0") == "redis://:***@h:1/0"
+    assert redact("redis://user:pw@h/0") == "redis://user:***@h/0"
+    assert redact("redis://h:1/0") == "redis://h:1/0"

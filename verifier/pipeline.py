@@ -80,11 +80,11 @@ from verifier.replay import (
     METHODS as REPLAY_METHODS,
 )
 from verifier.results import Result, extensions, issue
+from verifier.tee.base import QuoteVerification, SchemeTrust, known_kinds, verify_quote
+from verifier.trust import home_ca_appeared, load_trust_sources, scheme_trusts
 
 if TYPE_CHECKING:
     from verifier.fleet import FleetClient
-from verifier.tee.base import QuoteVerification, SchemeTrust, known_kinds, verify_quote
-from verifier.trust import home_ca_appeared, load_trust_sources, scheme_trusts
 
 log = logging.getLogger("bytereplay.verifier")
 

@@ -291,6 +291,14 @@ class FleetClient:
         self.app = celery_app(cfg)
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def _sleep(self, seconds: float) -> None:
+        """Pause a waiting job; a front end shutting down stops waiting (its waiting results
+        are stored as failed; the workers still store the outcomes)."""
+        if self._closing.wait(seconds):
+            raise StoreUnavailable("the verifier is shutting down; the replay's outcome is "
+                                   "not collected here")
 
     def _wait_for_worker(self, digest: str, wait_s: float) -> bool:
         deadline = self.clock() + wait_s
@@ -299,7 +307,7 @@ class FleetClient:
                 return True
             if self.clock() >= deadline:
                 return False
-            time.sleep(min(0.25, max(0.0, deadline - self.clock())))
+            self._sleep(min(0.25, max(0.0, deadline - self.clock())))
 
     def _no_worker(self, digest: str, any_longer: bool = False) -> str:
         return (f"no replay worker holds model {digest}"
@@ -353,7 +361,7 @@ class FleetClient:
             if now >= give_up:
                 return self.state.settle(job_id, not_run(
                     f"no replay result within {give_up - sent:g} s", request="ok"))
-            time.sleep(pause)
+            self._sleep(pause)
             pause = min(POLL_MAX_S, pause * 2)
 
     def answer_once(self, job_id: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -396,6 +404,10 @@ class FleetClient:
                                    "concurrency": doc.get("concurrency")}
                             for name, doc in sorted(workers.items())}}
 
+    def stop_waiting(self) -> None:
+        self._closing.set()
+
     def close(self) -> None:
+        self._closing.set()
         self.state.close()
         self.app.close()

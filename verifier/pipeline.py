@@ -634,6 +634,8 @@ class Verifier:
             self.fleet.refresh_metrics()
 
     def close(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stop_waiting()  # threads that only wait for a worker end now
         self._pool.shutdown(wait=True, cancel_futures=False)
         if self.fleet is not None:
             self.fleet.close()

@@ -149,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_flags(p, 8702, workers=True)
     p.set_defaults(handler="verifier.service:cmd_serve", extra="verifier", label="serve verifier")
 
+    p = sub.add_parser("worker", help="a replay worker of the fleet (replay_backend celery): "
+                                      "loads its models and consumes their queues on Redis")
+    p.add_argument("--config", default=None, help="JSON configuration file (the verifier section)")
+    p.add_argument("--home", default=None, help="state directory (default $BYTEREPLAY_HOME)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="replays at once, in threads (default: replay_workers)")
+    p.add_argument("--queues", nargs="+", default=None, metavar="DIGEST",
+                   help="serve only these model digests (default: every model under model_dir)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.set_defaults(handler="verifier.worker:cmd_worker", extra="verifier", label="worker")
+
     p = sub.add_parser("verify", help="appraise Evidence in-process and print the EAR")
     p.add_argument("evidence", help="Evidence file (JWT text or CWT bytes), or - for stdin")
     p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=True,

@@ -101,6 +101,7 @@ def test_the_venv_holds_only_the_relying_party(rp_python: Path) -> None:
     (["serve", "attester", "--port", "1"], "attester"),
     (["serve", "verifier", "--port", "1"], "verifier"),
     (["verify", "nothing.jwt"], "verifier"),
+    (["worker"], "verifier"),
     (["demo"], "verifier"),
 ])
 def test_roles_not_installed_say_which_extra_in_one_line(rp_python: Path, argv: list[str],

@@ -43,6 +43,7 @@ def default_model_folder() -> Path:
     return path.parent if path.is_file() else path
 
 STORES = ("sqlite", "redis")
+REPLAY_BACKENDS = ("local", "celery")
 NONCE_MODES = ("required", "store-if-known")
 # Service names reach the Rego policy's reasons: keep them to plain characters.
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -119,6 +120,18 @@ class VerifierConfig:
     replay_tolerance: float = 1e-3
     replay_chunk: int = 256
     replay_calibrate: bool = True
+    # replay on a Celery worker fleet (verifier/fleet.py)
+    replay_backend: str = "local"
+    broker_url: str | None = None  # default: redis_url
+    replay_visibility_timeout_s: float = 3600.0
+    replay_worker_wait_s: float = 30.0
+    replay_sync_timeout_s: float = 30.0
+    replay_heartbeat_s: float = 10.0
+
+    @property
+    def broker(self) -> str:
+        """The Redis of the replay fleet (Celery's broker): `broker_url`, else `redis_url`."""
+        return self.broker_url or self.redis_url
 
     @property
     def store_path(self) -> Path:
@@ -199,6 +212,21 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "replay_chunk": ((int,), "tokens per teacher-forced forward pass (default 256)"),
     "replay_calibrate": ((bool,), "measure prefill against decode once per loaded model, "
                                   "reported as the replay's bitwise fact (default true)"),
+    "replay_backend": ((str,), "'local' (default: replays run in this process's worker threads) "
+                               "or 'celery' (replays run on `bytereplay worker` processes, "
+                               "Redis as the broker; this process loads no model)"),
+    "broker_url": ((str,), "celery: the Redis URL of the replay fleet (default: redis_url)"),
+    "replay_visibility_timeout_s": ((int, float), "celery: seconds a job taken by a worker "
+                                                  "stays invisible; unacknowledged after it (the "
+                                                  "worker died), another worker takes it. Longer "
+                                                  "than the longest replay (default 3600)"),
+    "replay_worker_wait_s": ((int, float), "celery: how long a job waits for a worker holding "
+                                           "its model before the verdict is not-run (default 30)"),
+    "replay_sync_timeout_s": ((int, float), "celery: how long a request without async=true "
+                                            "waits for its replay before answering 202 with "
+                                            "the poll URL (default 30)"),
+    "replay_heartbeat_s": ((int, float), "celery: seconds between a worker's advertisements of "
+                                         "its models; one lapses after 3 of them (default 10)"),
 }
 
 _EXTERNAL_KEYS = {f.name for f in dataclasses.fields(ExternalService)}
@@ -343,7 +371,8 @@ def from_dict(doc: dict[str, Any], home: Home, base: Path | None = None) -> Veri
         kwargs["key_retire_after_s"] = float(kwargs["key_retire_after_s"])
         if kwargs["key_retire_after_s"] < 0:
             raise UsageError("key_retire_after_s must be >= 0")
-    for key in ("nonce_ttl_s", "result_ttl_s"):
+    for key in ("nonce_ttl_s", "result_ttl_s", "replay_visibility_timeout_s",
+                "replay_worker_wait_s", "replay_sync_timeout_s", "replay_heartbeat_s"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
             if kwargs[key] <= 0:
@@ -360,6 +389,10 @@ def validate(cfg: VerifierConfig) -> None:
         raise UsageError(f"nonce_mode must be one of {list(NONCE_MODES)}")
     if cfg.store not in STORES:
         raise UsageError(f"store must be one of {list(STORES)}")
+    if cfg.replay_backend not in REPLAY_BACKENDS:
+        raise UsageError(f"replay_backend must be one of {list(REPLAY_BACKENDS)}")
+    if cfg.replay_backend == "celery" and not cfg.broker.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError("broker_url (or redis_url) must be a redis://, rediss:// or unix:// URL")
     if cfg.naming not in NAMINGS:
         raise UsageError(f"naming must be one of {list(NAMINGS)}")
     if cfg.key_alg not in SIGNING_ALGS:

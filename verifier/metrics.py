@@ -39,6 +39,19 @@ class Metrics:
                                         registry=r)
         self.replay_queue = Gauge("bytereplay_verifier_replay_queue",
                                   "Replays accepted and not yet finished", registry=r)
+        # The replay fleet (replay_backend "celery"); queue depth and workers read at scrape.
+        self.replay_job_seconds = Histogram("bytereplay_verifier_replay_job_seconds",
+                                            "Replay job latency on the fleet, from sending the "
+                                            "job to its outcome", buckets=LATENCY_BUCKETS,
+                                            registry=r)
+        self.replay_queue_depth = Gauge("bytereplay_verifier_replay_queue_depth",
+                                        "Replay jobs waiting in the fleet's queue, by model "
+                                        "digest", ["model"], registry=r)
+        self.replay_workers = Gauge("bytereplay_verifier_replay_workers",
+                                    "Live replay workers advertising models", registry=r)
+        self.replay_model_workers = Gauge("bytereplay_verifier_replay_model_workers",
+                                          "Live replay workers holding a model, by digest",
+                                          ["model"], registry=r)
         self.transport_errors = Counter("bytereplay_verifier_refused_requests",
                                         "Requests refused before appraisal (problem+json)",
                                         ["status"], registry=r)

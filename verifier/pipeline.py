@@ -16,7 +16,9 @@ there and its rule in the Rego policy:
     reference     model / container / runtime against the configured reference values
     preflight     completeness of the run record (`bytereplay.preflight`)
     external      attestation-service tokens, when any are attached
-    replay        re-run and compare (`verifier.replay`); skipped after any failure above
+    replay        re-run and compare (`verifier.replay`), in this process's worker pool or,
+                  with `replay_backend: "celery"`, on a worker of the fleet holding the
+                  model (`verifier.fleet`); skipped after any failure above
     policy        the Rego appraisal policy turns the facts into the AR4SI vector
 
 Bad Evidence always yields a negative EAR. Only transport problems raise (the sidecar
@@ -34,7 +36,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -60,7 +62,14 @@ from verifier.appraisal_policy import AppraisalPolicy
 from verifier.config import VerifierConfig
 from verifier.external import ExternalVerifier
 from verifier.metrics import Metrics
-from verifier.nonces import IssuedNonce, NonceRefused, Store, compare_window, open_store
+from verifier.nonces import (
+    IssuedNonce,
+    NonceRefused,
+    Store,
+    compare_window,
+    new_result_id,
+    open_store,
+)
 from verifier.provisioning import ProvisionedStore, Provisioner
 from verifier.replay import (
     DIGEST_CACHE_FILE,
@@ -76,6 +85,9 @@ from verifier.replay import (
 from verifier.results import Result, extensions, issue
 from verifier.tee.base import QuoteVerification, SchemeTrust, known_kinds, verify_quote
 from verifier.trust import home_ca_appeared, load_trust_sources, scheme_trusts
+
+if TYPE_CHECKING:
+    from verifier.fleet import FleetClient
 
 log = logging.getLogger("bytereplay.verifier")
 
@@ -96,8 +108,10 @@ class Inputs:
 
 @dataclass
 class Appraisal:
-    """One appraisal in progress: the facts gathered so far."""
+    """One appraisal in progress: the facts gathered so far. `id` names it (the async
+    result id; on the replay fleet, the job and its first-stored outcome)."""
 
+    id: str = field(default_factory=new_result_id)
     started: float = field(default_factory=time.perf_counter)
     checks: dict[str, str] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=lambda: new_facts())
@@ -301,13 +315,15 @@ def check_replay_method(method: str | None) -> None:
         raise UsageError(f"replay_method must be one of {', '.join(REPLAY_METHODS)}")
 
 
-def step_replay(a: Appraisal, replayer: Replayer | None) -> None:
-    if a.replay_skip is not None or replayer is None or a.decoded is None:
+ReplayRun = Callable[[Appraisal], ReplayOutcome]
+
+
+def step_replay(a: Appraisal, run: ReplayRun | None) -> None:
+    if a.replay_skip is not None or run is None or a.decoded is None:
         reason = a.replay_skip or "replay is disabled in the verifier's configuration"
         a.replay = not_run(reason)
     else:
-        a.replay = replayer.replay(a.decoded.request, a.decoded.record,
-                                   method=a.inputs.replay_method)
+        a.replay = run(a)
     outcome = a.replay
     a.facts["replay"] = {"verdict": outcome.verdict, "method": outcome.method,
                          "bitwise": outcome.bitwise_equal}
@@ -318,6 +334,11 @@ def step_replay(a: Appraisal, replayer: Replayer | None) -> None:
         a.checks["replay"] = f"not run: {outcome.reason}"
     else:
         a.checks["replay"] = f"{outcome.verdict}: {outcome.reason}"
+
+
+def _decoded(a: Appraisal) -> DecodedEvidence:
+    assert a.decoded is not None  # step_replay runs a replay only on decoded Evidence
+    return a.decoded
 
 
 # -- the verifier ---------------------------------------------------------------------
@@ -360,7 +381,7 @@ STEPS: tuple[Step, ...] = (
     # Runs in `finish` (on a replay worker when asynchronous), after the steps above.
     Step("replay", lambda: {"request": "not-run",
                             "replay": {"verdict": NOT_RUN, "method": None, "bitwise": None}},
-         lambda v, a, i: step_replay(a, v.replayer)),
+         lambda v, a, i: step_replay(a, v.replay_run)),
 )
 BEFORE_REPLAY = tuple(s for s in STEPS if s.name != "replay")
 REPLAY = next(s for s in STEPS if s.name == "replay")
@@ -414,20 +435,22 @@ class Verifier:
         self.trust_sources = load_trust_sources(config)
         self._trusts = scheme_trusts(config, self.trust_sources)
         self.replayer: Replayer | None = None
-        if config.replay:
-            settings = ReplaySettings(config.model_dir, config.device, config.dtype,
-                                      config.threads, config.controls,
-                                      method=config.replay_method,
-                                      tolerance=config.replay_tolerance,
-                                      chunk=config.replay_chunk,
-                                      calibrate=config.replay_calibrate)
-            self.replayer = Replayer(settings, cache_file=config.home.root / DIGEST_CACHE_FILE,
+        self.fleet: FleetClient | None = None
+        if config.replay and config.replay_backend == "celery":
+            from verifier.fleet import FleetClient
+
+            self.fleet = FleetClient(config, self.metrics)
+        elif config.replay:
+            self.replayer = Replayer(ReplaySettings.from_config(config),
+                                     cache_file=config.home.root / DIGEST_CACHE_FILE,
                                      engine_factory=engine_factory)
         self.store: Store = store or open_store(
             config.store, path=config.store_path, redis_url=config.redis_url,
             redis_prefix=config.redis_prefix, ttl=config.nonce_ttl_s,
             result_ttl=config.result_ttl_s, clock=clock)
-        self._pool = ThreadPoolExecutor(max_workers=config.replay_workers,
+        # On the fleet a pool thread only waits for its job's outcome: one per queued job.
+        self._pool = ThreadPoolExecutor(max_workers=config.replay_queue if self.fleet
+                                        else config.replay_workers,
                                         thread_name_prefix="bytereplay-replay")
         self._inflight = 0
         self._inflight_lock = threading.Lock()
@@ -499,8 +522,20 @@ class Verifier:
             a.replay_skip = "replay was not requested"
         return a
 
+    @property
+    def replay_run(self) -> ReplayRun | None:
+        """How this verifier replays: on the fleet, in this process, or not at all."""
+        fleet, replayer = self.fleet, self.replayer
+        if fleet is not None:
+            return lambda a: fleet.replay(a.id, _decoded(a).request, _decoded(a).record,
+                                          a.inputs.replay_method)
+        if replayer is not None:
+            return lambda a: replayer.replay(_decoded(a).request, _decoded(a).record,
+                                             method=a.inputs.replay_method)
+        return None
+
     def needs_replay(self, a: Appraisal) -> bool:
-        return a.replay_skip is None and self.replayer is not None
+        return a.replay_skip is None and (self.replayer is not None or self.fleet is not None)
 
     def finish(self, a: Appraisal) -> Result:
         """Replay (when it is due; on the calling thread), policy, EAR."""
@@ -528,6 +563,11 @@ class Verifier:
         )
         result = issue(key=self.key, vector=vector, nonce=a.nonce_text,
                        policy_id=self.policy.policy_id, ext=ext, naming=self.config.naming)
+        if self.fleet is not None and a.replay_skip is None:
+            # One EAR per appraisal id, whoever finishes it (the first stored wins).
+            stored = self.fleet.answer_once(a.id, {**result.to_json(), "claims": result.claims})
+            result = Result(token=stored["result"], claims=stored["claims"],
+                            status=stored["status"], replay=stored["replay"])
         m = self.metrics
         m.child(m.appraisals, result.status).inc()
         m.child(m.verdicts, a.replay.verdict).inc()
@@ -604,7 +644,8 @@ class Verifier:
                              "stored": str(self.provisioning.store.path)},
             "nonces": {"ttl_s": cfg.nonce_ttl_s, "size": cfg.nonce_size, "mode": cfg.nonce_mode,
                        "store": self.store.kind},
-            "replay": self.replayer.info() if self.replayer is not None else {"enabled": False},
+            "replay": self.fleet.info() if self.fleet is not None else
+            self.replayer.info() if self.replayer is not None else {"enabled": False},
             "now": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
 
@@ -617,7 +658,15 @@ class Verifier:
         if seen is None or seen[0] is not provisioned:
             seen = self._refs_seen = (provisioned, self.file_references.union(provisioned))
         return seen[1]
+    def refresh_metrics(self) -> None:
+        """Read what /metrics shows from elsewhere (the fleet's queues and workers)."""
+        if self.fleet is not None:
+            self.fleet.refresh_metrics()
 
     def close(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stop_waiting()  # threads that only wait for a worker end now
         self._pool.shutdown(wait=True, cancel_futures=False)
+        if self.fleet is not None:
+            self.fleet.close()
         self.store.close()

@@ -68,13 +68,15 @@ from bytereplay.claims import (
     MISMATCH,
     NOT_RUN,
     TEACHER_FORCED,
+    VERDICTS,
 )
 from bytereplay.encoding import sha256_tag
-from bytereplay.errors import BytereplayError
+from bytereplay.errors import BytereplayError, EvidenceError
 from bytereplay.record import RunRecord
 
 if TYPE_CHECKING:
     from attester.engine import Engine, EngineSettings
+    from verifier.config import VerifierConfig
 
 log = logging.getLogger("bytereplay.verifier.replay")
 
@@ -166,6 +168,81 @@ class ReplayOutcome:
 
 def not_run(reason: str, **facts: str) -> ReplayOutcome:
     return ReplayOutcome(NOT_RUN, reason=reason, facts=dict(facts))
+
+
+# -- the outcome on the wire (a replay worker to the front end, `verifier.fleet`) -------
+
+_WIRE_FIELDS = {f.name: f for f in dataclasses.fields(ReplayOutcome)}
+
+
+def outcome_to_wire(outcome: ReplayOutcome) -> dict[str, Any]:
+    """Every field of `outcome` as plain JSON (a margin that is not finite travels as null,
+    which the EAR claim writes for it anyway)."""
+    doc = dataclasses.asdict(outcome)
+    doc["margin"] = _finite(outcome.margin)
+    doc["environment_diff"] = [dict(d) for d in outcome.environment_diff]
+    doc["inconclusive_positions"] = list(outcome.inconclusive_positions)
+    return doc
+
+
+def _wire_field(name: str, value: Any) -> Any:
+    kinds: dict[str, tuple[type, ...]] = {
+        "verdict": (str,), "reason": (str, type(None)), "replay_output_hash": (str, type(None)),
+        "first_divergence": (int, type(None)), "seconds": (int, float, type(None)),
+        "facts": (dict,), "method": (str,), "margin": (int, float, type(None)),
+        "margin_unit": (str, type(None)), "tolerance": (int, float, type(None)),
+        "bitwise": (dict, type(None)), "fast": (dict, type(None)),
+        "environment_diff": (list,), "inconclusive_positions": (list,)}
+    if isinstance(value, bool) or not isinstance(value, kinds[name]):
+        raise EvidenceError(f"replay outcome: {name!r} has the wrong type")
+    return _wire_value(name, value)
+
+
+def _wire_value(name: str, value: Any) -> Any:
+    if name == "verdict" and value not in VERDICTS:
+        raise EvidenceError(f"replay outcome: unknown verdict {value!r}")
+    if name == "method" and value not in (FULL, TEACHER_FORCED):
+        raise EvidenceError(f"replay outcome: unknown method {value!r}")
+    if name == "facts" and not all(isinstance(v, str) for v in value.values()):
+        raise EvidenceError("replay outcome: 'facts' values are text")
+    if name == "environment_diff":
+        if not all(isinstance(d, dict) and isinstance(d.get("field"), str) for d in value):
+            raise EvidenceError("replay outcome: 'environment_diff' holds {field, ...} objects")
+        return tuple(dict(d) for d in value)
+    if name == "inconclusive_positions":
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+            raise EvidenceError("replay outcome: 'inconclusive_positions' are integers")
+        return tuple(value)
+    return value
+
+
+def outcome_from_wire(doc: Any) -> ReplayOutcome:
+    """The outcome `outcome_to_wire` wrote; anything else is refused (`EvidenceError`)."""
+    if not isinstance(doc, dict):
+        raise EvidenceError("replay outcome: expected an object")
+    unknown = sorted(set(doc) - set(_WIRE_FIELDS))
+    if unknown:
+        raise EvidenceError(f"replay outcome: unknown member {unknown[0]!r}")
+    if "verdict" not in doc:
+        raise EvidenceError("replay outcome: 'verdict' is required")
+    return ReplayOutcome(**{k: _wire_field(k, v) for k, v in doc.items()})
+
+
+def preconditions(request: Any, record: RunRecord) -> ReplayOutcome | None:
+    """The `not-run` outcome of a run that cannot be replayed whatever the model (no
+    request, a request that does not describe the record, no model digest, no output
+    hash); None when it can be."""
+    if request is None:
+        return not_run("the Evidence carries no request to replay", request="missing")
+    problem = check_request(request, record)
+    if problem is not None:
+        return not_run(f"the recorded request does not match the record: {problem}",
+                       request="differs")
+    if not isinstance(record.get("model.digest"), str):
+        return not_run("the record names no model digest", request="ok")
+    if record.output_hash is None:
+        return not_run("the record has no output hash to compare", request="ok")
+    return None
 
 
 def verdict_for(same_bytes: bool, diff: list[dict[str, Any]]) -> str:
@@ -343,6 +420,13 @@ class ReplaySettings:
     chunk: int = DEFAULT_CHUNK
     calibrate: bool = True  # measure prefill against decode once per loaded engine
 
+    @classmethod
+    def from_config(cls, cfg: VerifierConfig) -> ReplaySettings:
+        """The replay settings of a verifier configuration (front end or fleet worker)."""
+        return cls(cfg.model_dir, cfg.device, cfg.dtype, cfg.threads, cfg.controls,
+                   method=cfg.replay_method, tolerance=cfg.replay_tolerance,
+                   chunk=cfg.replay_chunk, calibrate=cfg.replay_calibrate)
+
 
 class _RecordEnded(Exception):
     """The stop rules asked for a token after the record's last one."""
@@ -443,17 +527,10 @@ class Replayer:
         method = method or self.settings.method
         if method not in METHODS:
             raise BytereplayError(f"replay method must be one of {', '.join(METHODS)}")
-        if request is None:
-            return not_run("the Evidence carries no request to replay", request="missing")
-        problem = check_request(request, record)
-        if problem is not None:
-            return not_run(f"the recorded request does not match the record: {problem}",
-                           request="differs")
-        digest = record.get("model.digest")
-        if not isinstance(digest, str):
-            return not_run("the record names no model digest", request="ok")
-        if record.output_hash is None:
-            return not_run("the record has no output hash to compare", request="ok")
+        refused = preconditions(request, record)
+        if refused is not None:
+            return refused
+        digest = str(record.get("model.digest"))
         try:
             engine = self.engine_for(digest)
         except Exception as exc:  # ModelDirError, or transformers failing on the directory

@@ -9,7 +9,9 @@
                                  teacher-forced, teacher-forced-then-full) overrides the
                                  configured method for this request; ?async=true answers 202 with
                                  {"id", "poll"} and a Location header, the replay running
-                                 in the worker pool
+                                 in the worker pool (or on the replay fleet); on the fleet a
+                                 request without it waits `replay_sync_timeout_s`, then
+                                 answers the same 202
     GET  /v1/results/{id}        202 {"state": "pending"} | 200 {"state": "done", ...} | 404
     POST /v1/external/verify     {"token", "service"?} -> {"service", "claims"}
     POST /endorsement-provisioning/v1/submit
@@ -48,7 +50,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -83,7 +85,7 @@ from verifier import apidocs as doc
 from verifier import config as config_mod
 from verifier import provisioning
 from verifier.config import VerifierConfig
-from verifier.nonces import SqliteStore, new_result_id
+from verifier.nonces import SqliteStore
 from verifier.pipeline import Appraisal, Verifier, check_replay_method
 from verifier.results import Result
 
@@ -264,6 +266,22 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         data, fmt, tokens = await _read_evidence(request, config.max_body_bytes)
         if want_replay and v.queue_full():  # before the nonce is consumed
             raise QueueFull("the replay queue is full; try again later")
+        def store_result(result_id: str) -> Callable[[Future[Result]], None]:
+            def store(f: Future[Result]) -> None:
+                try:
+                    v.store.put_result(result_id, f.result().to_json())
+                except Exception:
+                    log.exception("appraisal %s failed", result_id)
+                    v.store.put_result(result_id, {"state": "failed",
+                                                   "detail": "the appraisal failed"})
+            return store
+
+        def accepted(result_id: str) -> JSONResponse:
+            note(request, ear_status="pending", replay="pending")
+            poll = f"/v1/results/{result_id}"
+            return JSONResponse({"id": result_id, "state": "pending", "poll": poll},
+                                status_code=202, headers={"Location": poll})
+
         if not run_async:
             if inline and tokens is None:  # external tokens may fetch their service's JWKS
                 result, pending = _sync_part(data, fmt, want_replay, tokens, method)
@@ -272,33 +290,30 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
                                                           tokens, method)
             if result is None:
                 assert pending is not None
-                result = await asyncio.wrap_future(v.submit(pending))
+                if v.fleet is None:
+                    result = await asyncio.wrap_future(v.submit(pending))
+                else:  # the fleet: wait a while, then answer as async=true does
+                    await run_in_threadpool(v.store.put_pending, pending.id)
+                    future = v.submit(pending)
+                    future.add_done_callback(store_result(pending.id))
+                    try:
+                        result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(
+                            future)), timeout=config.replay_sync_timeout_s)
+                    except TimeoutError:
+                        return accepted(pending.id)
             note(request, ear_status=result.status, replay=str(result.replay.get("verdict")))
             return JSONResponse(result.to_json())
         # Async: the steps up to replay here, the rest (replay, policy, EAR) in the pool.
-        result_id = new_result_id()
 
         def accept() -> Appraisal:
             a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens,
                         replay_method=method)
-            v.store.put_pending(result_id)
+            v.store.put_pending(a.id)
             return a
 
-        future = v.submit(await run_in_threadpool(accept))
-
-        def store_result(f: Future[Result]) -> None:
-            try:
-                v.store.put_result(result_id, f.result().to_json())
-            except Exception:
-                log.exception("appraisal %s failed", result_id)
-                v.store.put_result(result_id, {"state": "failed",
-                                               "detail": "the appraisal failed"})
-
-        future.add_done_callback(store_result)
-        note(request, ear_status="pending", replay="pending")
-        poll = f"/v1/results/{result_id}"
-        return JSONResponse({"id": result_id, "state": "pending", "poll": poll},
-                            status_code=202, headers={"Location": poll})
+        appraisal = await run_in_threadpool(accept)
+        v.submit(appraisal).add_done_callback(store_result(appraisal.id))
+        return accepted(appraisal.id)
 
     @app.get("/v1/results/{result_id}", summary="An async appraisal's result",
              responses=json_answer("Done (or failed)", doc.STORED_RESULT)
@@ -392,6 +407,7 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
              responses={200: {"description": "Prometheus text exposition",
                               "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
+        await run_in_threadpool(v.refresh_metrics)
         return Response(v.metrics.render(), media_type=v.metrics.content_type)
 
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)

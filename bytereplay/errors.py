@@ -132,6 +132,15 @@ class MediaTypeError(BytereplayError):
     title = "Unsupported media type"
 
 
+class NotAcceptableError(BytereplayError):
+    """The request's Accept header admits no answer this service gives (e.g. an unknown
+    `eat_profile`)."""
+
+    status = 406
+    problem = "not-acceptable"
+    title = "Not acceptable"
+
+
 class NotReadyError(BytereplayError):
     status = 503
     problem = "not-ready"

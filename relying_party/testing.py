@@ -25,6 +25,11 @@ from bytereplay.checklist import ITEMS, POLICY_ITEM
 from bytereplay.claims import INCONCLUSIVE, MATCH, MATCH_PORTABLE, MISMATCH, NOT_RUN
 from bytereplay.ear import (
     CHECKS,
+    EXTENSION_KEY,
+    EXTENSION_PREFIX,
+    PROFILE,
+    PROFILES,
+    SUBMOD,
     OUTPUT_HASH,
     PREFLIGHT,
     RECORD_DIGEST,
@@ -67,7 +72,7 @@ def make_claims(
     nonce: str | None = None,
     vector: Mapping[str, int] | None = None,
     checks: Mapping[str, str] | None = None,
-    naming: str = "veraison",
+    profile: str = PROFILE,
     extra: Mapping[str, Any] | None = None,
     method: str | None = None,
     bitwise: bool | None = None,
@@ -111,8 +116,29 @@ def make_claims(
     ext.update(extra or {})
     return build_ear(
         vector=vector, nonce=nonce, iat=int(time.time()) if iat is None else iat,
-        policy_id="bytereplay/test", extensions=ext, naming=naming,
+        policy_id="bytereplay/test", extensions=ext, profile=profile,
     )
+
+
+_DELETE = object()
+
+
+def set_claim(claims: dict[str, Any], name: str, value: Any = _DELETE, *,
+              submod: str = SUBMOD) -> None:
+    """Set (or, without `value`, remove) claim `name` of a submod in either profile:
+    a `bytereplay.*` claim goes where the profile keeps it (draft-04: under
+    `EXTENSION_KEY`, without the prefix); "status" / "vector" / "policy_ids" name the
+    profile's own claim. For tests that tamper with a result."""
+    profile = PROFILES[claims["eat_profile"]]
+    sub = claims["submods"][submod]
+    own = {"status": profile.status, "vector": profile.vector, "policy_ids": profile.policy_ids}
+    holder, key = sub, own.get(name, name)
+    if name.startswith(EXTENSION_PREFIX) and profile.nested_extensions:
+        holder, key = sub.setdefault(EXTENSION_KEY, {}), name[len(EXTENSION_PREFIX):]
+    if value is _DELETE:
+        del holder[key]
+    else:
+        holder[key] = value
 
 
 def make_result(key: SigningKey, **kwargs: Any) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bytereplay.default_model import default_model_path
-from bytereplay.ear import NAMINGS
+from bytereplay.ear import PROFILE, profile_of
 from bytereplay.eat import NONCE_DEFAULT, NONCE_MAX, NONCE_MIN
 from bytereplay.errors import ModelDirError, UsageError
 from bytereplay.home import Home
@@ -97,7 +97,8 @@ class VerifierConfig:
     reference_values: Path | None = None
     policy: Path = DEFAULT_POLICY
     policy_cache: bool = True
-    naming: str = "veraison"
+    ear_profile: str = PROFILE
+    ear_raw_evidence: bool = False
     key_alg: str = DEFAULT_ALG
     max_evidence_bytes: int = 1 << 20
     # replay
@@ -156,7 +157,11 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "policy": ((str,), "Rego appraisal policy (default policies/appraisal.rego)"),
     "policy_cache": ((bool,), "memoise policy results by their facts (default true; the "
                               "policy must then be a pure function of its input)"),
-    "naming": ((str,), "EAR claim naming: 'veraison' (default) or 'draft'"),
+    "ear_profile": ((str,), "EAR profile written unless a request asks for another: "
+                            "'draft-04' (default, tag:ietf.org,2026:rats/ear#04) or 'legacy' "
+                            "(tag:github.com,2023:veraison/ear), by name or URI"),
+    "ear_raw_evidence": ((bool,), "carry the appraised Evidence in the EAR "
+                                  "(ear_raw_evidence; default false)"),
     "key_alg": ((str,), f"EAR signing algorithm for a new key, one of {list(SIGNING_ALGS)}"),
     "max_evidence_bytes": ((int,), "largest Evidence accepted, in bytes (default 1 MiB)"),
     "replay": ((bool,), "replay runs (default true); false: verdict not-run"),
@@ -328,8 +333,7 @@ def validate(cfg: VerifierConfig) -> None:
         raise UsageError(f"nonce_mode must be one of {list(NONCE_MODES)}")
     if cfg.store not in STORES:
         raise UsageError(f"store must be one of {list(STORES)}")
-    if cfg.naming not in NAMINGS:
-        raise UsageError(f"naming must be one of {list(NAMINGS)}")
+    profile_of(cfg.ear_profile)  # UsageError naming the known profiles
     if cfg.key_alg not in SIGNING_ALGS:
         raise UsageError(f"key_alg must be one of {list(SIGNING_ALGS)}")
     if cfg.max_evidence_bytes < 1024:

@@ -89,6 +89,7 @@ class Inputs:
     replay: bool = True
     external_tokens: list[Any] | None = None
     replay_method: str | None = None  # None: the configured one
+    profile: str | None = None  # the EAR profile; None: the configured one
 
 
 @dataclass
@@ -470,13 +471,16 @@ class Verifier:
 
     def begin(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
               external_tokens: list[Any] | None = None,
-              replay_method: str | None = None) -> Appraisal:
+              replay_method: str | None = None, profile: str | None = None) -> Appraisal:
         """Every step up to replay. Raises only `TooLargeError`, `StoreUnavailable` and,
         before anything is consumed, `UsageError` for an unknown `replay_method` (the
         caller's choice for this appraisal, e.g. `full` where its relying party's policy
-        asks for a full replay; None: the configured method)."""
+        asks for a full replay; None: the configured method) or an unknown EAR `profile`
+        (a URI or a short name, `bytereplay.ear.profile_of`; None: the configured one)."""
         check_replay_method(replay_method)
-        inputs = Inputs(data, fmt, replay, external_tokens, replay_method)
+        if profile is not None:
+            ear.profile_of(profile)
+        inputs = Inputs(data, fmt, replay, external_tokens, replay_method, profile)
         a = Appraisal(inputs=inputs)
         for step in BEFORE_REPLAY:
             step.run(self, a, inputs)
@@ -517,8 +521,11 @@ class Verifier:
             checks=a.checks,
             reasons=reasons,
         )
+        raw = a.inputs.data if self.config.ear_raw_evidence else None
         result = issue(key=self.key, vector=vector, nonce=a.nonce_text,
-                       policy_id=self.policy.policy_id, ext=ext, naming=self.config.naming)
+                       policy_id=self.policy.policy_id, ext=ext,
+                       profile=a.inputs.profile or self.config.ear_profile,
+                       raw_evidence=raw.encode("ascii") if isinstance(raw, str) else raw)
         m = self.metrics
         m.child(m.appraisals, result.status).inc()
         m.child(m.verdicts, a.replay.verdict).inc()
@@ -530,10 +537,11 @@ class Verifier:
 
     def appraise(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
                  external_tokens: list[Any] | None = None,
-                 replay_method: str | None = None) -> Result:
-        """The whole pipeline on the calling thread (the CLI and in-process callers)."""
+                 replay_method: str | None = None, profile: str | None = None) -> Result:
+        """The whole pipeline on the calling thread (the CLI and in-process callers);
+        `profile` picks the EAR profile (None: the configured one)."""
         return self.finish(self.begin(data, fmt, replay=replay, external_tokens=external_tokens,
-                                      replay_method=replay_method))
+                                      replay_method=replay_method, profile=profile))
 
     def submit(self, a: Appraisal) -> Future[Result]:
         """Finish `a` in the replay worker pool. Raises `QueueFull` when too many wait."""
@@ -567,7 +575,9 @@ class Verifier:
         trusts = self.trust()
         return {
             "verifier": f"bytereplay {__version__}",
-            "ear": {"profile": ear.PROFILES[cfg.naming], "naming": cfg.naming,
+            "ear": {"profile": ear.profile_of(cfg.ear_profile).uri,
+                    "profiles": [p.uri for p in ear.PROFILES.values()],
+                    "raw_evidence": cfg.ear_raw_evidence,
                     "alg": self.key.alg, "kid": self.key.kid, "jwks": "/.well-known/jwks.json"},
             "appraisal_policy": {"id": self.policy.policy_id, "path": str(self.policy.path),
                                  "cached": self.policy.cached},

@@ -44,6 +44,7 @@ PROBLEM_TEXT = {
     400: "Invalid request: malformed JSON, an unknown or invalid field (named in `detail`)",
     404: "Not found",
     405: "Method not allowed",
+    406: "The Accept header admits no answer given here (e.g. an unknown eat_profile)",
     413: "Request body over the configured limit",
     415: "Unsupported content type",
     503: "Not ready, busy, or a dependency unavailable; retry later",

@@ -409,6 +409,26 @@ def peek_extensions(claims: Mapping[str, Any], submod: str = SUBMOD) -> dict[str
         return {}
 
 
+def flat_submod(claims: Mapping[str, Any], submod: str = SUBMOD) -> dict[str, Any]:
+    """One submod of unverified claims, flat, under the legacy profile's names
+    (`ear.status`, `ear.trustworthiness-vector`, `ear.appraisal-policy-id` (the first id),
+    `bytereplay.*`) whichever profile wrote it: for display and tests; {} when absent."""
+    p = PROFILES.get(claims.get("eat_profile"))  # type: ignore[arg-type]
+    subs = claims.get("submods")
+    sub = subs.get(submod) if isinstance(subs, dict) else None
+    if p is None or not isinstance(sub, dict):
+        return {}
+    out = {LEGACY.status: sub[p.status]} if p.status in sub else {}
+    if p.vector in sub:
+        out[LEGACY.vector] = sub[p.vector]
+    if p.policy_ids in sub:
+        ids = sub[p.policy_ids]
+        out[LEGACY.policy_ids] = ids[0] if p.policy_list and isinstance(ids, list) and ids \
+            else ids
+    out.update(peek_extensions(claims, submod))
+    return out
+
+
 def _expect(cond: bool, claim: str, message: str) -> None:
     if not cond:
         raise ResultError(f"{claim}: {message}")

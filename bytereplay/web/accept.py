@@ -83,10 +83,10 @@ def parse_accept(text: str) -> list[MediaRange]:
         if not element.strip():
             continue
         pieces = _split(element, ";")
-        media = _token(pieces[0], "media range")
-        if media.count("/") != 1 or media.startswith("/") or media.endswith("/") or \
-                (media.startswith("*/") and media != "*/*"):
+        kind, slash, subtype = pieces[0].partition("/")
+        if not slash or (kind.strip() == "*" and subtype.strip() != "*"):
             raise UsageError(f"Accept: malformed media range {pieces[0].strip()[:40]!r}")
+        media = _token(kind, "media range") + "/" + _token(subtype, "media range")
         params: dict[str, str] = {}
         q = 1.0
         for piece in pieces[1:]:

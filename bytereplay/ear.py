@@ -278,7 +278,7 @@ def _read_vector(value: Any, where: str) -> dict[str, int]:
 
 
 def _read_status(value: Any, where: str) -> str:
-    if value not in STATUS_RANK:
+    if not isinstance(value, str) or value not in STATUS_RANK:
         raise ResultError(f"{where}: status {value!r} is not an AR4SI tier")
     return str(value)
 
@@ -326,7 +326,7 @@ def _read_submod(name: str, sub: Any, p: Profile) -> Submod:
 def normalise(claims: Mapping[str, Any]) -> Ear:
     """Read EAR claims in either profile; refuse what is malformed (ResultError)."""
     name = claims.get("eat_profile")
-    p = PROFILES.get(name) if isinstance(name, str) else None
+    p = _profile_in(claims)
     if p is None:
         raise ResultError(f"unknown eat_profile {name!r}")
     iat = claims.get("iat")
@@ -377,6 +377,11 @@ def read_ear(token: str, keys: KeySet, *, algorithms: tuple[str, ...] = SIGNING_
     return normalise(claims)
 
 
+def _profile_in(claims: Mapping[str, Any]) -> Profile | None:
+    name = claims.get("eat_profile")
+    return PROFILES.get(name) if isinstance(name, str) else None
+
+
 def peek(token: str) -> dict[str, Any]:
     """Unverified claims, for display only."""
     return parse_unverified(token, max_bytes=MAX_EAR_BYTES)[1]
@@ -385,7 +390,7 @@ def peek(token: str) -> dict[str, Any]:
 def peek_status(claims: Mapping[str, Any]) -> str | None:
     """The overall status of unverified claims, for display: the top-level status, or the
     primary submod's; None when neither reads."""
-    p = PROFILES.get(claims.get("eat_profile"))  # type: ignore[arg-type]
+    p = _profile_in(claims)
     if p is None:
         return None
     subs = claims.get("submods")
@@ -398,7 +403,7 @@ def peek_status(claims: Mapping[str, Any]) -> str | None:
 
 def peek_extensions(claims: Mapping[str, Any], submod: str = SUBMOD) -> dict[str, Any]:
     """A submod's bytereplay.* claims of unverified claims, for display; {} when absent."""
-    p = PROFILES.get(claims.get("eat_profile"))  # type: ignore[arg-type]
+    p = _profile_in(claims)
     subs = claims.get("submods")
     sub = subs.get(submod) if isinstance(subs, dict) else None
     if p is None or not isinstance(sub, dict):
@@ -413,7 +418,7 @@ def flat_submod(claims: Mapping[str, Any], submod: str = SUBMOD) -> dict[str, An
     """One submod of unverified claims, flat, under the legacy profile's names
     (`ear.status`, `ear.trustworthiness-vector`, `ear.appraisal-policy-id` (the first id),
     `bytereplay.*`) whichever profile wrote it: for display and tests; {} when absent."""
-    p = PROFILES.get(claims.get("eat_profile"))  # type: ignore[arg-type]
+    p = _profile_in(claims)
     subs = claims.get("submods")
     sub = subs.get(submod) if isinstance(subs, dict) else None
     if p is None or not isinstance(sub, dict):

@@ -30,6 +30,7 @@ from bytereplay.ear import (
     PROFILE,
     PROFILES,
     SUBMOD,
+    Submod,
     OUTPUT_HASH,
     PREFLIGHT,
     RECORD_DIGEST,
@@ -73,13 +74,15 @@ def make_claims(
     vector: Mapping[str, int] | None = None,
     checks: Mapping[str, str] | None = None,
     profile: str = PROFILE,
+    submods: Mapping[str, Mapping[str, int]] | None = None,
     extra: Mapping[str, Any] | None = None,
     method: str | None = None,
     bitwise: bool | None = None,
 ) -> dict[str, Any]:
     """EAR claims as the verifier builds them. `vector` overrides the derived one;
     `method` / `bitwise` set the replay's method and measured bitwise agreement (left out
-    when None, as an older verifier leaves them out)."""
+    when None, as an older verifier leaves them out); `submods` adds appraised attesters
+    after the `bytereplay` one (name -> vector), as a composite EAR carries them."""
     hw = (not simulated) if hardware is None else hardware
     if vector is None:
         vector = {
@@ -114,10 +117,11 @@ def make_claims(
         ext[TEE] = {"provider": provider or ("simulated" if simulated else "tsm"),
                     "simulated": simulated, "hardware": hw}
     ext.update(extra or {})
-    return build_ear(
-        vector=vector, nonce=nonce, iat=int(time.time()) if iat is None else iat,
-        policy_id="bytereplay/test", extensions=ext, profile=profile,
-    )
+    policy = ("bytereplay/test",)
+    subs = {SUBMOD: Submod(vector=vector, policy_ids=policy, extensions=ext)}
+    subs.update({name: Submod(vector=v, policy_ids=policy) for name, v in (submods or {}).items()})
+    return build_ear(submods=subs, nonce=nonce, iat=int(time.time()) if iat is None else iat,
+                     profile=profile)
 
 
 _DELETE = object()

@@ -31,11 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 from bytereplay import __version__
-from functools import reduce
-
 from bytereplay.ar4si import CLAIMS, STATUS_RANK, status_of, worse
 from bytereplay.claims import FULL, REPLAY_METHODS, VERDICTS
 from bytereplay.encoding import HASH_RE, b64url_decode, b64url_encode
@@ -330,7 +329,7 @@ def normalise(claims: Mapping[str, Any]) -> Ear:
     if p is None:
         raise ResultError(f"unknown eat_profile {name!r}")
     iat = claims.get("iat")
-    if not _is_int(iat):
+    if not isinstance(iat, int) or isinstance(iat, bool):
         raise ResultError("EAR lacks an integer 'iat'")
     raw_subs = claims.get("submods")
     if not isinstance(raw_subs, dict) or not raw_subs:

@@ -223,7 +223,7 @@ def test_a_submod_better_than_its_vector_is_refused(profile: str) -> None:
     claims["submods"]["gpu0"][status] = "affirming"
     if profile == PROFILE_DRAFT:
         claims[status] = "affirming"
-    with pytest.raises(ResultError, match="submods.gpu0: status 'affirming' is better"):
+    with pytest.raises(ResultError, match=r"submods\.gpu0: status 'affirming' is better"):
         normalise(claims)
 
 

@@ -206,7 +206,7 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
                             headers={"Location": {"description": "the poll path",
                                                   "schema": {"type": "string"}}})
               | problems(400, 406, 413, 415, 503))
-    async def verify(request: Request) -> JSONResponse:
+    async def verify(request: Request) -> Response:
         want_replay = _flag(request, "replay", True)
         run_async = _flag(request, "async", False)
         method = request.query_params.get("replay_method")  # e.g. full, for a strict RP

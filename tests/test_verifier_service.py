@@ -339,6 +339,12 @@ def test_cli_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["status"] == "warning"
     checks = flat_submod(doc["ear"])["bytereplay.checks"]
     assert checks["nonce"].startswith("not checked")
+    assert doc["ear"]["eat_profile"] == PROFILE_DRAFT
+    assert main(["verify", str(path), "--home", str(home_dir), "--json", "--no-replay",
+                 "--ear-profile", "legacy"]) == 0
+    assert json.loads(capsys.readouterr().out)["ear"]["eat_profile"] == PROFILE_LEGACY
+    assert main(["verify", str(path), "--home", str(home_dir), "--no-replay",
+                 "--ear-profile", "draft-99"]) == 2
     assert doc["replay"]["reason"] == "replay was not requested"
 
     # a nonce the home's store issued (as `serve verifier` with this home would): consumed,

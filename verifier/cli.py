@@ -119,7 +119,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     verifier = Verifier(cfg)
     try:
         result = verifier.appraise(data, fmt, replay=args.replay,
-                                   replay_method=getattr(args, "replay_method", None))
+                                   replay_method=getattr(args, "replay_method", None),
+                                   profile=getattr(args, "ear_profile", None))
     finally:
         verifier.close()
     out = result.to_json()

@@ -71,7 +71,8 @@ def _value(text: str) -> str:
     value = text.strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         return value[1:-1]
-    return _token(value, "parameter value")
+    _token(value, "parameter value")
+    return value  # a value keeps its case; only names and types are case-insensitive
 
 
 def parse_accept(text: str) -> list[MediaRange]:

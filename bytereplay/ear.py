@@ -387,17 +387,19 @@ def peek(token: str) -> dict[str, Any]:
 
 
 def peek_status(claims: Mapping[str, Any]) -> str | None:
-    """The overall status of unverified claims, for display: the top-level status, or the
-    primary submod's; None when neither reads."""
+    """The overall status of unverified claims, for display: the top-level status where
+    the profile has one, else the worst submod's; None when none reads."""
     p = _profile_in(claims)
     if p is None:
         return None
+    top = claims.get(p.status) if p.top_status else None
+    if isinstance(top, str) and top in STATUS_RANK:
+        return top
     subs = claims.get("submods")
-    sub = subs.get(SUBMOD) if isinstance(subs, dict) else None
-    value = claims.get(p.status) if p.top_status else None
-    if value is None and isinstance(sub, dict):
-        value = sub.get(p.status)
-    return value if isinstance(value, str) else None
+    found = [sub.get(p.status) for sub in subs.values() if isinstance(sub, dict)] \
+        if isinstance(subs, dict) else []
+    tiers = [t for t in found if isinstance(t, str) and t in STATUS_RANK]
+    return worst_of(tiers) if tiers else None
 
 
 def peek_extensions(claims: Mapping[str, Any], submod: str = SUBMOD) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from bytereplay.ear import (
     media_type,
     normalise,
     peek,
+    peek_status,
     read_ear,
     sign_ear,
 )
@@ -187,6 +188,7 @@ def test_composite_build_and_read(profile: str) -> None:
     assert list(claims["submods"]) == [SUBMOD, "cpu", "gpu0", "gpu1"]  # order kept
     ear = read_ear(sign_ear(claims, KEY), KeySet(JWKS))
     assert ear.status == "warning"  # the worst submod's, though the primary affirms
+    assert peek_status(claims) == "warning"  # what the verifier's answer reports
     assert {n: s.status for n, s in ear.submods.items()} == {
         SUBMOD: "affirming", "cpu": "affirming", "gpu0": "warning", "gpu1": "affirming"}
     assert ear.submods["gpu0"].vector == {"hardware": 32}

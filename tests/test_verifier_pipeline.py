@@ -474,6 +474,11 @@ def test_legacy_profile_by_config_and_draft_by_argument(tmp_path: Path) -> None:
         assert claims["submods"]["bytereplay"]["bytereplay.checks"]["signature"] == "ok"
         assert normalise(claims).status == "warning"
         assert normalise(claims).raw_evidence == str(evidence).encode()
+        # a CWT: its bytes, also when a JSON envelope carried it as base64url text
+        cwt = evidence_factory(home).make(verifier.issue_nonce().nonce, fmt="cwt")
+        assert isinstance(cwt, bytes)
+        sent = b64url_encode(cwt)
+        assert normalise(peek(verifier.appraise(sent, "cwt").token)).raw_evidence == cwt
         assert result.media_type == f'application/eat+jwt; eat_profile="{PROFILE_LEGACY}"'
         # the programmatic choice, per appraisal (a session API issuing the legacy profile
         # unless asked otherwise uses the same argument)

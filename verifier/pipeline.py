@@ -41,8 +41,10 @@ from bytereplay import ear, eat
 from bytereplay.ar4si import CLAIMS, VERIFIER_MALFUNCTION
 from bytereplay.checklist import Group
 from bytereplay.claims import MATCH, MATCH_PORTABLE, NOT_RUN
+from bytereplay.encoding import b64url_decode
 from bytereplay.errors import (
     BytereplayError,
+    EncodingError,
     PolicyError,
     QueueFull,
     SignatureError,
@@ -50,7 +52,7 @@ from bytereplay.errors import (
     TooLargeError,
     UsageError,
 )
-from bytereplay.evidence import DecodedEvidence, decode_evidence
+from bytereplay.evidence import DecodedEvidence, decode_evidence, detect_format
 from bytereplay.keys import SigningKey, load_or_create_key
 from bytereplay.preflight import PreflightReport, preflight
 from verifier import reference as reference_values
@@ -143,6 +145,21 @@ def unexpected(exc: Exception, where: str) -> str:
     log.error("%s raised %s on outside input (a bug to fix there)", where,
               type(exc).__name__, exc_info=exc)
     return f"malformed input ({where} raised {type(exc).__name__})"
+
+
+def evidence_bytes(data: bytes | str, fmt: str | None) -> bytes:
+    """The Evidence as submitted, for `ear_raw_evidence`: a JWT's text, a CWT's bytes (a CWT
+    sent as base64url text in a JSON envelope is decoded; text that is not base64url is
+    kept as its UTF-8 bytes)."""
+    if isinstance(data, bytes):
+        return data
+    text = data.strip()
+    if (fmt or detect_format(text)) == "cwt":
+        try:
+            return b64url_decode(text)
+        except EncodingError:
+            pass
+    return text.encode("utf-8")
 
 
 def step_decode(a: Appraisal, data: bytes | str, fmt: str | None, max_bytes: int) -> None:
@@ -521,11 +538,11 @@ class Verifier:
             checks=a.checks,
             reasons=reasons,
         )
-        raw = a.inputs.data if self.config.ear_raw_evidence else None
+        raw = evidence_bytes(a.inputs.data, a.inputs.fmt) if self.config.ear_raw_evidence \
+            else None
         result = issue(key=self.key, vector=vector, nonce=a.nonce_text,
                        policy_id=self.policy.policy_id, ext=ext,
-                       profile=a.inputs.profile or self.config.ear_profile,
-                       raw_evidence=raw.encode("ascii") if isinstance(raw, str) else raw)
+                       profile=a.inputs.profile or self.config.ear_profile, raw_evidence=raw)
         m = self.metrics
         m.child(m.appraisals, result.status).inc()
         m.child(m.verdicts, a.replay.verdict).inc()

@@ -25,6 +25,10 @@ submod's status is computed from its vector when building, and a read EAR is ref
 any status is better than its vector's worst claim, or the top-level status is better than
 its worst submod. `Ear.status` is the overall status: the worst of all of them.
 `check_extensions` refuses `bytereplay.*` claims of the wrong shape.
+
+`profile_of` reads a profile's short name or URI; `media_type` is the EAR's media type with
+its `eat_profile` parameter (`application/eat+jwt; eat_profile="..."`). The draft-04 CDDL
+(vendored, flattened for pycddl) and bytereplay's extension CDDL are in `fixtures/ear/`.
 """
 
 from __future__ import annotations

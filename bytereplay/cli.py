@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-method", choices=("full", "teacher-forced", "teacher-forced-then-full"),
                    default=None, help="override the configured replay method (e.g. full for strict)")
     p.add_argument("--format", choices=("jwt", "cwt"), default=None)
+    p.add_argument("--ear-profile", default=None,
+                   help="EAR profile: draft-04 (default unless configured) or legacy, by name "
+                        "or URI")
     p.add_argument("--home", default=None)
     p.add_argument("--config", default=None)
     p.add_argument("--json", action="store_true")

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from bytereplay.claims import INCONCLUSIVE, MATCH
-from bytereplay.ear import PREFLIGHT, SUBMOD, peek
+from bytereplay.ear import EXTENSION_KEY, EXTENSION_PREFIX, PREFLIGHT, SUBMOD, peek
 from bytereplay.evidence import decode_evidence
 from bytereplay.home import Home
 from bytereplay.preflight import preflight
@@ -125,9 +125,13 @@ def _ear_for_display(token: str) -> dict[str, Any]:
     """The EAR claims, with the long preflight report cut to its summary."""
     claims = peek(token)
     sub = claims.get("submods", {}).get(SUBMOD, {})
-    report = sub.get(PREFLIGHT)
+    # draft-04 nests bytereplay's claims under one key, without their prefix; legacy does not
+    nested = sub.get(EXTENSION_KEY)
+    holder, name = (nested, PREFLIGHT.removeprefix(EXTENSION_PREFIX)) \
+        if isinstance(nested, dict) else (sub, PREFLIGHT)
+    report = holder.get(name)
     if isinstance(report, dict):
-        sub[PREFLIGHT] = {"complete": report.get("complete"), "missing": report.get("missing")}
+        holder[name] = {"complete": report.get("complete"), "missing": report.get("missing")}
     return claims
 
 

@@ -142,16 +142,19 @@ class NotFoundError(BytereplayError):
     title = "Not found"
 
 
-class NotAcceptableError(BytereplayError):
-    status = 406
-    problem = "not-acceptable"
-    title = "Not acceptable"
-
-
 class MediaTypeError(BytereplayError):
     status = 415
     problem = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class NotAcceptableError(BytereplayError):
+    """The request's Accept header admits no answer this service gives (e.g. an unknown
+    `eat_profile`)."""
+
+    status = 406
+    problem = "not-acceptable"
+    title = "Not acceptable"
 
 
 class NotReadyError(BytereplayError):

@@ -1,7 +1,8 @@
 """Fuzz attestation-result reading: `bytereplay.ear.read_ear` and `normalise`.
 
-Crash: any exception other than a `BytereplayError`, or an EAR accepted whose status is
-better than the worst claim of its trustworthiness vector.
+Crash: any exception other than a `BytereplayError`, or an EAR accepted whose status (or
+any submod's) is better than the worst claim of a trustworthiness vector, or whose overall
+status is better than its worst submod's. Seeds: both profiles, one and three submods.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ with atheris.instrument_imports(include=["bytereplay"]):
     from jwt.algorithms import ECAlgorithm
 
     from bytereplay.ar4si import STATUS_RANK, status_of
-    from bytereplay.ear import build_ear, normalise, read_ear
+    from bytereplay.ear import PROFILES, SUBMOD, Submod, build_ear, normalise, read_ear
     from bytereplay.encoding import b64url_encode, strict_json_loads
     from bytereplay.jwks import KeySet
     from bytereplay.keys import SigningKey
@@ -36,8 +37,11 @@ def sign(payload: bytes) -> str:
 
 
 def _check(ear: object) -> None:
-    status, vector = ear.status, ear.vector  # type: ignore[attr-defined]
-    assert STATUS_RANK[status] >= STATUS_RANK[status_of(vector)], "status better than vector"
+    status, subs = ear.status, ear.submods  # type: ignore[attr-defined]
+    for sub in subs.values():
+        assert STATUS_RANK[sub.status] >= STATUS_RANK[status_of(sub.vector)], \
+            "submod status better than its vector"
+        assert STATUS_RANK[status] >= STATUS_RANK[sub.status], "status better than a submod"
 
 
 def test_one_input(data: bytes) -> None:
@@ -57,14 +61,20 @@ def test_one_input(data: bytes) -> None:
 def seeds() -> list[bytes]:
     now = int(time.time())
     out = []
-    for naming in ("veraison", "draft"):
-        claims = build_ear(vector={"executables": 2, "hardware": 32, "configuration": 97},
-                           nonce="bm9uY2Vub25jZQ", iat=now, policy_id="default",
-                           extensions={"bytereplay.replay": {"verdict": "match"},
-                                       "bytereplay.output_hash": "sha-256:" + "0" * 64},
-                           naming=naming)
-        text = json.dumps(claims).encode()
-        out += [b"\x00" + sign(text).encode(), b"\x01" + text, b"\x02" + text]
+    ext = {"bytereplay.replay": {"verdict": "match"},
+           "bytereplay.output_hash": "sha-256:" + "0" * 64}
+    for profile in PROFILES:
+        one = build_ear(vector={"executables": 2, "hardware": 32, "configuration": 97},
+                        nonce="bm9uY2Vub25jZQ", iat=now, policy_id="default",
+                        extensions=ext, profile=profile)
+        three = build_ear(submods={
+            SUBMOD: Submod({"executables": 2}, ("default",), ext),
+            "cpu": Submod({"hardware": 2, "instance-identity": 2}, ("default",)),
+            "gpu0": Submod({"hardware": 32}, ("default",))}, nonce=None, iat=now,
+            profile=profile, raw_evidence=b"evidence")
+        for claims in (one, three):
+            text = json.dumps(claims).encode()
+            out += [b"\x00" + sign(text).encode(), b"\x01" + text, b"\x02" + text]
     return out
 
 

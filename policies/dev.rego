@@ -44,7 +44,9 @@
 #           "tee": {"provider": text|null, "simulated": bool, "hardware": bool,
 #                   "scheme": text|null, "tcb_status": text|null, "root": text|null,
 #                   "test_root": bool}|null,
-#           "verifier_checks": {step: "ok"|failure text}}
+#           "verifier_checks": {step: "ok"|failure text},
+#           "submods": {name: {"status": tier, "vector": {claim: int}, "tiers": {claim: tier},
+#                              "policy_ids": [text]}}}   # "status" above is the worst of these
 # }
 # All text in the input is made safe for rego-cpp (which returns strings unescaped):
 # double quotes become ', backslashes /, control characters spaces. Build new strings with

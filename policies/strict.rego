@@ -7,7 +7,8 @@
 #   - the relying party expected a nonce (pass expected_nonce / --nonce) and it matches;
 #   - the output bytes it holds hash to the attested output hash;
 #   - every application check passes;
-#   - the EAR status is affirming (every claim affirming or no claim; no warning);
+#   - the EAR status is affirming (every claim affirming or no claim; no warning), and so
+#     is every submod's in a composite EAR (`cpu`, `gpu0`, ...): each is named when it is not;
 #   - the TEE is hardware-backed: a simulated TEE, or a result naming no TEE, is refused;
 #   - the replay verdict is `match`: same determinism-relevant environment, same bytes;
 #   - the replay method is `full`, or `teacher-forced` with a measured bitwise agreement
@@ -44,7 +45,10 @@
 #           "tee": {"provider": text|null, "simulated": bool, "hardware": bool,
 #                   "scheme": text|null, "tcb_status": text|null, "root": text|null,
 #                   "test_root": bool}|null,
-#           "verifier_checks": {step: "ok"|failure text}}
+#           "verifier_checks": {step: "ok"|failure text},
+#           "submods": {name: {"status": tier, "vector": {claim: int}, "tiers": {claim: tier},
+#                              "policy_ids": [text]}}   # every appraised attester; the
+#                                                       # primary one is "bytereplay"}
 # }
 # All text in the input is made safe for rego-cpp (which returns strings unescaped):
 # double quotes become ', backslashes /, control characters spaces. Build new strings with
@@ -120,6 +124,20 @@ deny_reasons contains concat("", ["status ", input.ear.status, ": this policy re
 not_affirming := concat(", ", sort([sprintf("%s=%d", [name, value]) |
 	value := input.ear.vector[name]
 	input.ear.tiers[name] != "affirming"
+]))
+
+# The primary submod's claims are listed by the status rule above; every other appraised
+# attester (a composite EAR's CPU and GPUs) must be affirming too.
+deny_reasons contains concat("", ["submod ", name, " status ", sub.status, ": this policy requires every submod affirming (", submod_not_affirming(sub), ")"]) if {
+	verified
+	some name, sub in input.ear.submods
+	name != "bytereplay"
+	sub.status != "affirming"
+}
+
+submod_not_affirming(sub) := concat(", ", sort([sprintf("%s=%d", [claim, value]) |
+	value := sub.vector[claim]
+	sub.tiers[claim] != "affirming"
 ]))
 
 deny_reasons contains sprintf("verdict %s: this policy accepts only match", [input.ear.verdict]) if {

@@ -188,6 +188,14 @@ def _ear_document(ear: Ear) -> dict[str, Any]:
         "verifier_checks": dict(ext.get(CHECKS, {})),
         "output_hash": ear.output_hash,
         "record_digest": ext.get(RECORD_DIGEST),
+        # Every appraised attester (the primary `bytereplay` one, and `cpu`, `gpu0`, ...
+        # in a composite EAR), so a policy judges each one.
+        "submods": {
+            name: {"status": sub.tier, "vector": dict(sub.vector),
+                   "tiers": {k: tier(v) for k, v in sub.vector.items()},
+                   "policy_ids": list(sub.policy_ids)}
+            for name, sub in ear.submods.items()
+        },
     }
 
 

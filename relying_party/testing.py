@@ -25,11 +25,17 @@ from bytereplay.checklist import ITEMS, POLICY_ITEM
 from bytereplay.claims import INCONCLUSIVE, MATCH, MATCH_PORTABLE, MISMATCH, NOT_RUN
 from bytereplay.ear import (
     CHECKS,
+    EXTENSION_KEY,
+    EXTENSION_PREFIX,
     OUTPUT_HASH,
     PREFLIGHT,
+    PROFILE,
+    PROFILES,
     RECORD_DIGEST,
     REPLAY,
+    SUBMOD,
     TEE,
+    Submod,
     build_ear,
     sign_ear,
 )
@@ -67,14 +73,16 @@ def make_claims(
     nonce: str | None = None,
     vector: Mapping[str, int] | None = None,
     checks: Mapping[str, str] | None = None,
-    naming: str = "veraison",
+    profile: str = PROFILE,
+    submods: Mapping[str, Mapping[str, int]] | None = None,
     extra: Mapping[str, Any] | None = None,
     method: str | None = None,
     bitwise: bool | None = None,
 ) -> dict[str, Any]:
     """EAR claims as the verifier builds them. `vector` overrides the derived one;
     `method` / `bitwise` set the replay's method and measured bitwise agreement (left out
-    when None, as an older verifier leaves them out)."""
+    when None, as an older verifier leaves them out); `submods` adds appraised attesters
+    after the `bytereplay` one (name -> vector), as a composite EAR carries them."""
     hw = (not simulated) if hardware is None else hardware
     if vector is None:
         vector = {
@@ -109,10 +117,32 @@ def make_claims(
         ext[TEE] = {"provider": provider or ("simulated" if simulated else "tsm"),
                     "simulated": simulated, "hardware": hw}
     ext.update(extra or {})
-    return build_ear(
-        vector=vector, nonce=nonce, iat=int(time.time()) if iat is None else iat,
-        policy_id="bytereplay/test", extensions=ext, naming=naming,
-    )
+    policy = ("bytereplay/test",)
+    subs = {SUBMOD: Submod(vector=vector, policy_ids=policy, extensions=ext)}
+    subs.update({name: Submod(vector=v, policy_ids=policy) for name, v in (submods or {}).items()})
+    return build_ear(submods=subs, nonce=nonce, iat=int(time.time()) if iat is None else iat,
+                     profile=profile)
+
+
+_DELETE = object()
+
+
+def set_claim(claims: dict[str, Any], name: str, value: Any = _DELETE, *,
+              submod: str = SUBMOD) -> None:
+    """Set (or, without `value`, remove) claim `name` of a submod in either profile:
+    a `bytereplay.*` claim goes where the profile keeps it (draft-04: under
+    `EXTENSION_KEY`, without the prefix); "status" / "vector" / "policy_ids" name the
+    profile's own claim. For tests that tamper with a result."""
+    profile = PROFILES[claims["eat_profile"]]
+    sub = claims["submods"][submod]
+    own = {"status": profile.status, "vector": profile.vector, "policy_ids": profile.policy_ids}
+    holder, key = sub, own.get(name, name)
+    if name.startswith(EXTENSION_PREFIX) and profile.nested_extensions:
+        holder, key = sub.setdefault(EXTENSION_KEY, {}), name[len(EXTENSION_PREFIX):]
+    if value is _DELETE:
+        del holder[key]
+    else:
+        holder[key] = value
 
 
 def make_result(key: SigningKey, **kwargs: Any) -> str:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from bytereplay.ear import MAX_EAR_BYTES, build_ear, read_ear
+from bytereplay.ear import MAX_EAR_BYTES, PROFILE_LEGACY, build_ear, read_ear
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import (
     BytereplayError,
@@ -50,8 +50,10 @@ PUBLIC_PEM = VERIFIER.private.public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 # Valid EAR claims, so that read_ear refuses each token for the attack alone.
+# The legacy profile: the tampering below uses its flat names (draft-04's own refusals:
+# tests/test_ear_profiles.py).
 CLAIMS = build_ear(vector={"executables": 2, "hardware": 32}, nonce="bm9uY2Vub25jZQ",
-                   iat=NOW, policy_id="default", extensions={})
+                   iat=NOW, policy_id="default", extensions={}, profile=PROFILE_LEGACY)
 
 
 # -- hand-made tokens ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from snp_test_root import SnpTestRoot
 from tdx_test_root import TdxTestRoot
 from verifier_fixtures import evidence_factory, new_home
 
-from bytereplay.ear import peek
+from bytereplay.ear import flat_submod, peek
 from bytereplay.encoding import b64url_decode, b64url_encode
 from verifier.config import TeeTrustConfig, VerifierConfig
 from verifier.pipeline import Verifier
@@ -102,7 +102,7 @@ def _appraise(verifier: Any, kind: str, mutate: Mutation) -> dict[str, Any]:
     home, v = verifier
     evidence = evidence_factory(home).make(v.issue_nonce().nonce, provider=Mutating(kind, mutate))
     result = v.appraise(evidence, replay=False)
-    return {"status": result.status, **peek(result.token)["submods"]["bytereplay"]}
+    return {"status": result.status, **flat_submod(peek(result.token))}
 
 
 @pytest.mark.parametrize("kind", ["tdx", "snp"])

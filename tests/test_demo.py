@@ -17,7 +17,7 @@ def test_demo_shows_allow_deny_and_inconclusive(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert "[x] model digest (model.digest)" in text  # the preflight checklist
-    assert '"eat_profile": "tag:github.com,2023:veraison/ear"' in text  # the decoded EAR
+    assert '"eat_profile": "tag:ietf.org,2026:rats/ear#04"' in text  # the decoded EAR
     assert "decision: ALLOW" in text and "claim: Under the recorded setup" in text
     assert "not covered (byte agreement never says):" in text
     assert "truth or accuracy of the content" in text

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from jwks_server import JwksServer
 from verifier_fixtures import evidence_factory, make_verifier, new_home
 
-from bytereplay.ear import peek
+from bytereplay.ear import flat_submod, peek
 from bytereplay.errors import SignatureError
 from bytereplay.keys import SigningKey
 from verifier.config import ExternalService
@@ -154,7 +154,7 @@ def test_pipeline_hook_and_endpoint(jwks: JwksServer, keys: dict[str, SigningKey
             r = client.post("/v1/verify", json={"evidence": evidence, "format": "jwt",
                                                 "external_tokens": tokens})
             assert r.status_code == 200, r.text
-            sub = peek(r.json()["result"])["submods"]["bytereplay"]
+            sub = flat_submod(peek(r.json()["result"]))
             assert sub["ear.trustworthiness-vector"]["hardware"] == hardware
             assert sub["bytereplay.checks"]["external"] == check
 

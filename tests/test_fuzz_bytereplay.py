@@ -28,7 +28,16 @@ from fuzz_budget import budget
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bytereplay.ear import PROFILE, PROFILE_DRAFT, SUBMOD, build_ear, normalise, read_ear, sign_ear
+from bytereplay.ear import (
+    EXTENSION_KEY,
+    PROFILE_DRAFT,
+    PROFILE_LEGACY,
+    SUBMOD,
+    build_ear,
+    normalise,
+    read_ear,
+    sign_ear,
+)
 from bytereplay.eat import NONCE_MAX, NONCE_MIN, decode_nonce
 from bytereplay.encoding import (
     b64url_decode,
@@ -579,31 +588,44 @@ def test_keyset_verify_only_typed_errors(token: str) -> None:
 
 _VALID_EAR = build_ear(vector={"executables": 2, "hardware": 32}, nonce="bm9uY2Vub25jZQ",
                        iat=int(time.time()), policy_id="p", extensions={"bytereplay.x": 1})
-_VALID_SUB = _VALID_EAR["submods"][SUBMOD]
+_VALID_LEGACY = build_ear(vector={"executables": 2, "hardware": 32}, nonce=None, iat=1,
+                          policy_id="p", extensions={"bytereplay.x": 1}, profile=PROFILE_LEGACY)
+
+_STATUSES = st.sampled_from(["none", "affirming", "warning", "contraindicated"])
+_submod = st.fixed_dictionaries(
+    {}, optional={
+        "ear.status": _STATUSES | json_values,
+        "ear_status": _STATUSES | json_values,
+        "ear.trustworthiness-vector": st.dictionaries(
+            st.sampled_from(["executables", "hardware", "x"]) | SAFE_TEXT,
+            st.integers(-200, 200) | json_values, max_size=3) | json_values,
+        "ear_trustworthiness_vector": st.dictionaries(
+            st.sampled_from(["executables", "hardware"]) | SAFE_TEXT,
+            st.integers(-200, 200), max_size=3),
+        "ear.appraisal-policy-id": json_values,
+        "ear_appraisal_policy_ids": st.lists(SAFE_TEXT, max_size=2) | json_values,
+        "eat_profile": json_values,
+        EXTENSION_KEY: st.dictionaries(st.sampled_from(["replay", "output_hash", "tee"]),
+                                       json_values, max_size=2) | json_values,
+        "bytereplay.replay": json_values,
+        "bytereplay.output_hash": json_values,
+    })
 
 
 ear_claims = st.one_of(
     st.dictionaries(KEY_TEXT, json_values, max_size=6),
     st.fixed_dictionaries(
-        {"eat_profile": st.sampled_from([PROFILE, PROFILE_DRAFT]) | json_values,
+        {"eat_profile": st.sampled_from([PROFILE_LEGACY, PROFILE_DRAFT]) | json_values,
          "iat": st.integers() | json_values},
         optional={
             "eat_nonce": json_values,
-            "submods": st.fixed_dictionaries({}, optional={SUBMOD: st.fixed_dictionaries(
-                {}, optional={
-                    "ear.status": st.sampled_from(["none", "affirming", "warning",
-                                                   "contraindicated"]) | json_values,
-                    "ear_status": st.sampled_from(["affirming", "warning"]) | json_values,
-                    "ear.trustworthiness-vector": st.dictionaries(
-                        st.sampled_from(["executables", "hardware", "x"]) | SAFE_TEXT,
-                        st.integers(-200, 200) | json_values, max_size=3) | json_values,
-                    "ear_trustworthiness_vector": st.dictionaries(
-                        SAFE_TEXT, st.integers(-200, 200), max_size=3),
-                    "ear.appraisal-policy-id": json_values,
-                    "bytereplay.replay": json_values,
-                    "bytereplay.output_hash": json_values,
-                }) | json_values}) | json_values,
+            "ear_status": _STATUSES | json_values,
+            "submods": st.fixed_dictionaries({}, optional={
+                SUBMOD: _submod | json_values, "gpu0": _submod | json_values}) | json_values,
             "ear.verifier-id": json_values,
+            "ear_verifier_id": st.fixed_dictionaries({"developer": SAFE_TEXT,
+                                                      "build": SAFE_TEXT}) | json_values,
+            "ear_raw_evidence": SAFE_TEXT | json_values,
         },
     ),
 )
@@ -614,6 +636,7 @@ _RANK = {"affirming": 0, "none": 1, "warning": 2, "contraindicated": 3}
 @budget(400)
 @given(ear_claims)
 @example(_VALID_EAR)
+@example(_VALID_LEGACY)
 def test_ear_normalise_only_result_errors_and_never_better_than_vector(claims: Any) -> None:
     from bytereplay.ar4si import status_of
 
@@ -621,7 +644,10 @@ def test_ear_normalise_only_result_errors_and_never_better_than_vector(claims: A
     if ear is None:
         return
     assert _RANK[ear.status] >= _RANK[status_of(ear.vector)]
-    assert all(-128 <= v <= 127 for v in ear.vector.values())
+    for sub in ear.submods.values():  # no submod better than its vector, none than the EAR
+        assert _RANK[sub.tier] >= _RANK[status_of(sub.vector)]
+        assert _RANK[ear.status] >= _RANK[sub.tier]
+        assert all(-128 <= v <= 127 for v in sub.vector.values())
     assert isinstance(ear.iat, int) and not isinstance(ear.iat, bool)
     assert ear.nonce is None or isinstance(ear.nonce, str)
 
@@ -635,11 +661,12 @@ def test_ear_normalise_only_result_errors_and_never_better_than_vector(claims: A
 def test_read_ear_only_typed_errors(token: str) -> None:
     ear = _refused_or(lambda: read_ear(token, KeySet(_JWKS)))
     if ear is not None:
-        assert ear.profile in (PROFILE, PROFILE_DRAFT)
+        assert ear.profile in (PROFILE_LEGACY, PROFILE_DRAFT)
 
 
-def test_read_ear_accepts_a_valid_ear() -> None:
-    token = sign_ear(_VALID_EAR, _KEY)
+@pytest.mark.parametrize("claims", [_VALID_EAR, _VALID_LEGACY])
+def test_read_ear_accepts_a_valid_ear(claims: dict[str, Any]) -> None:
+    token = sign_ear(claims, _KEY)
     ear = read_ear(token, KeySet(_JWKS))
     assert ear.status == "warning" and ear.extensions == {"bytereplay.x": 1}
 

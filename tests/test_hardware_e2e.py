@@ -84,9 +84,9 @@ def _attest(home: Home, tmp_path: Path, kind: str, verifier: Verifier) -> Flow:
 
 
 def _sub(token: str) -> dict[str, Any]:
-    from bytereplay.ear import peek
+    from bytereplay.ear import flat_submod, peek
 
-    return peek(token)["submods"]["bytereplay"]
+    return flat_submod(peek(token))
 
 
 @pytest.mark.parametrize("kind", ["tdx", "snp"])

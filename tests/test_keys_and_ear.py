@@ -1,4 +1,5 @@
-"""Keys (0600, RFC 7638 thumbprints), JWT signing, and EAR build/read in both namings."""
+"""Keys (0600, RFC 7638 thumbprints), JWT signing, and EAR build/read in both profiles
+(more on profiles and submods: tests/test_ear_profiles.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import pytest
 from jwcrypto import jwk as jwcrypto_jwk
 
 from bytereplay import ar4si
-from bytereplay.ear import PROFILE, PROFILE_DRAFT, build_ear, normalise, read_ear, sign_ear
+from bytereplay.ear import (
+    PROFILE,
+    PROFILE_DRAFT,
+    PROFILE_LEGACY,
+    build_ear,
+    normalise,
+    read_ear,
+    sign_ear,
+)
 from bytereplay.errors import KeyConfigError, ResultError, SignatureError
 from bytereplay.jose import sign_jwt, verify_jwt
 from bytereplay.jwks import KeySet
@@ -60,7 +69,7 @@ def test_tiers_and_status_never_better_than_worst() -> None:
     assert ar4si.status_of({}) == "none"
 
 
-def _ear(naming: str = "veraison", **vector: int) -> dict[str, object]:
+def _ear(profile: str = PROFILE_LEGACY, **vector: int) -> dict[str, object]:
     return build_ear(
         vector=vector or {"instance-identity": 2, "hardware": 32},
         nonce="bm9uY2Utbm9uY2U", iat=int(time.time()), policy_id="policy:test",
@@ -68,16 +77,22 @@ def _ear(naming: str = "veraison", **vector: int) -> dict[str, object]:
             "bytereplay.replay": {"verdict": "match"},
             "bytereplay.output_hash": "sha-256:" + "0" * 64,
         },
-        naming=naming,
+        profile=profile,
     )
 
 
-@pytest.mark.parametrize(("naming", "profile", "status_key"), [
-    ("veraison", PROFILE, "ear.status"), ("draft", PROFILE_DRAFT, "ear_status"),
+def test_the_default_profile_is_draft_04() -> None:
+    assert PROFILE == PROFILE_DRAFT == "tag:ietf.org,2026:rats/ear#04"
+    assert build_ear(vector={"hardware": 2}, nonce=None, iat=1,
+                     policy_id="p", extensions={})["eat_profile"] == PROFILE_DRAFT
+
+
+@pytest.mark.parametrize(("profile", "status_key"), [
+    (PROFILE_LEGACY, "ear.status"), (PROFILE_DRAFT, "ear_status"),
 ])
-def test_ear_round_trip_in_both_namings(naming: str, profile: str, status_key: str) -> None:
+def test_ear_round_trip_in_both_profiles(profile: str, status_key: str) -> None:
     key = SigningKey.generate()
-    claims = _ear(naming)
+    claims = _ear(profile)
     sub = claims["submods"]["bytereplay"]  # type: ignore[index]
     assert claims["eat_profile"] == profile and sub[status_key] == "warning"
     ear = read_ear(sign_ear(claims, key), KeySet({"keys": [key.jwk]}))

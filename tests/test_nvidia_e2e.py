@@ -23,7 +23,7 @@ from nvidia_test_root import AT, NvidiaTestRoot
 from verifier_fixtures import CONTAINER, attest_once, new_home, shared_engine
 
 from attester.tee.nvidia import NvidiaProvider
-from bytereplay.ear import peek
+from bytereplay.ear import flat_submod, peek
 from bytereplay.home import Home
 from relying_party import evaluate
 from verifier.config import TeeTrustConfig, VerifierConfig
@@ -81,7 +81,7 @@ def test_gpu_evidence_under_a_test_root_is_checked_but_not_affirming(
     try:
         evidence, output, nonce = _attest(home, verifier, monkeypatch)
         result = verifier.appraise(evidence)
-        sub = peek(result.token)["submods"]["bytereplay"]
+        sub = flat_submod(peek(result.token))
         tee = sub["bytereplay.tee"]
         assert sub["bytereplay.checks"]["quote"] == "ok", sub["bytereplay.checks"]
         assert tee["scheme"] == "nvidia" and tee["chain_ok"] is True and tee["hardware"] is False
@@ -104,7 +104,7 @@ def test_under_nvidias_pinned_root_it_is_contraindicated(
     try:
         evidence, _output, _nonce = _attest(home, verifier, monkeypatch)
         result = verifier.appraise(evidence)
-        sub = peek(result.token)["submods"]["bytereplay"]
+        sub = flat_submod(peek(result.token))
         assert "does not end at the NVIDIA" in sub["bytereplay.checks"]["quote"]
         assert result.status == "contraindicated"
     finally:

@@ -25,6 +25,7 @@ from verifier_fixtures import make_verifier, shared_engine
 
 from attester.config import AttesterConfig
 from attester.service import Attester, create_app
+from bytereplay.ear import flat_submod
 from bytereplay.home import Home
 from relying_party import evaluate
 
@@ -186,7 +187,7 @@ def test_without_a_nonce_the_evidence_says_none_was_bound(
     att = _extra(c)["attestation"]
     assert att["nonce"] is None and att["nonce_bound"] is False
     result = verifier.appraise(att["evidence"], att["evidence_format"], replay=False)
-    sub = result.claims["submods"]["bytereplay"]
+    sub = flat_submod(result.claims)
     assert sub["bytereplay.checks"]["nonce"] != "ok"
     assert sub["ear.trustworthiness-vector"]["instance-identity"] != 2
 

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from bytereplay.claims import NOT_COVERED, build_claim
-from bytereplay.ear import OUTPUT_HASH, REPLAY, TEE, Ear, sign_ear
+from bytereplay.ear import OUTPUT_HASH, PROFILES, REPLAY, TEE, Ear, sign_ear
 from bytereplay.encoding import b64url_encode, sha256_tag
 from bytereplay.errors import PolicyError
 from bytereplay.jose import sign_jwt
 from bytereplay.jwks import KeySet
 from bytereplay.keys import SigningKey
 from relying_party import Decision, evaluate, key_set
-from relying_party.testing import jwks_of, make_claims, make_result
+from relying_party.testing import jwks_of, make_claims, make_result, set_claim
 
 OUT = b"The answer is 42.\n"
 
@@ -178,11 +178,16 @@ def test_verifier_response_and_bytes_are_accepted(key: SigningKey, jwks: dict[st
     assert _eval(token.encode() + b"\n", jwks).allow
 
 
-def test_draft_naming_is_read(key: SigningKey, jwks: dict[str, Any]) -> None:
-    d = _eval(make_result(key, output=OUT, naming="draft"), jwks)
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_both_profiles_are_read(key: SigningKey, jwks: dict[str, Any], profile: str) -> None:
+    d = _eval(make_result(key, output=OUT, profile=profile), jwks)
     assert d.allow and d.status == "warning"
+    strict = _eval(make_result(key, output=OUT, profile=profile, simulated=False), jwks,
+                   policy="strict")
+    assert not strict.allow  # no nonce expected; the point: both profiles reach the policy
 
 
+@pytest.mark.parametrize("profile", list(PROFILES))
 @pytest.mark.parametrize(("claim", "value", "needle"), [
     (REPLAY, {"verdict": "probably"}, "verdict must be one of"),
     (REPLAY, "match", "must be an object"),
@@ -190,19 +195,21 @@ def test_draft_naming_is_read(key: SigningKey, jwks: dict[str, Any]) -> None:
     (OUTPUT_HASH, "md5:abc", "sha-256"),
 ])
 def test_malformed_bytereplay_claims_are_a_format_failure(
-    key: SigningKey, jwks: dict[str, Any], claim: str, value: Any, needle: str
+    key: SigningKey, jwks: dict[str, Any], claim: str, value: Any, needle: str, profile: str
 ) -> None:
-    claims = make_claims(output=OUT)
-    claims["submods"]["bytereplay"][claim] = value
+    claims = make_claims(output=OUT, profile=profile)
+    set_claim(claims, claim, value)
     d = _eval(sign_ear(claims, key), jwks)
     reason = _one_reason(d, "format:")
     assert claim in reason and needle in reason
     assert len(d.reasons) == 1
 
 
-def test_status_better_than_vector_is_a_format_failure(key: SigningKey, jwks: dict[str, Any]) -> None:
-    claims = make_claims(output=OUT, verdict="mismatch")
-    claims["submods"]["bytereplay"]["ear.status"] = "affirming"
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_status_better_than_vector_is_a_format_failure(key: SigningKey, jwks: dict[str, Any],
+                                                       profile: str) -> None:
+    claims = make_claims(output=OUT, verdict="mismatch", profile=profile)
+    set_claim(claims, "status", "affirming")
     assert "better than its worst claim" in _one_reason(_eval(sign_ear(claims, key), jwks), "format:")
 
 
@@ -313,19 +320,20 @@ def test_mutated_results_never_raise(key: SigningKey, jwks: dict[str, Any]) -> N
             claims[name] = value
             assert isinstance(_eval(sign_ear(claims, key), jwks), Decision)
         for name in (REPLAY, TEE, OUTPUT_HASH, "bytereplay.preflight", "bytereplay.checks",
-                     "ear.trustworthiness-vector", "ear.status"):
-            claims = make_claims(output=OUT)
-            claims["submods"]["bytereplay"][name] = value
-            d = _eval(sign_ear(claims, key), jwks)
-            assert isinstance(d, Decision)
+                     "vector", "status", "policy_ids"):
+            for profile in PROFILES:
+                claims = make_claims(output=OUT, profile=profile)
+                set_claim(claims, name, value)
+                d = _eval(sign_ear(claims, key), jwks)
+                assert isinstance(d, Decision)
 
 
 def test_preflight_report_absent_or_inconsistent(key: SigningKey, jwks: dict[str, Any]) -> None:
     claims = make_claims(output=OUT)
-    del claims["submods"]["bytereplay"]["bytereplay.preflight"]
+    set_claim(claims, "bytereplay.preflight")
     d = _eval(sign_ear(claims, key), jwks)
     assert d.allow and any("no preflight report" in n for n in d.notes)
     assert not _eval(sign_ear(claims, key), jwks, policy="strict").allow
     claims = make_claims(output=OUT)
-    claims["submods"]["bytereplay"]["bytereplay.preflight"] = {"complete": True, "missing": ["seed"]}
+    set_claim(claims, "bytereplay.preflight", {"complete": True, "missing": ["seed"]})
     assert "disagrees" in _one_reason(_eval(sign_ear(claims, key), jwks), "format:")

@@ -19,7 +19,7 @@ from verifier_fixtures import (
 )
 
 from attester.engine import DecodePolicy, Engine, EngineSettings, InferenceRequest
-from bytereplay.ear import peek
+from bytereplay.ear import flat_submod, peek
 from verifier.pipeline import Verifier
 from verifier.replay import (
     ModelIndex,
@@ -42,7 +42,7 @@ def appraise(env: tuple[Verifier, EvidenceFactory], **kwargs: Any) -> dict[str, 
     verifier, factory = env
     nonce = verifier.issue_nonce().nonce
     result = verifier.appraise(factory.make(nonce, **kwargs))
-    sub: dict[str, Any] = peek(result.token)["submods"]["bytereplay"]
+    sub: dict[str, Any] = flat_submod(peek(result.token))
     assert sub["ear.status"] == result.status
     return sub
 

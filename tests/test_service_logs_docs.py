@@ -304,7 +304,7 @@ def test_verifier_openapi_and_docs(verifier_client: tuple[TestClient, Home]) -> 
     body = verify["requestBody"]["content"]
     assert set(body) == {JWT, "application/eat+cwt", "application/json"}
     assert body["application/json"]["schema"]["required"] == ["evidence"]
-    assert {p["name"] for p in verify["parameters"]} == {"replay", "async"}
+    assert {p["name"] for p in verify["parameters"]} == {"replay", "async", "Accept"}
     ok = verify["responses"]["200"]["content"]["application/json"]["schema"]
     assert set(ok["required"]) == {"result", "status", "replay"}
     assert "match" in ok["properties"]["replay"]["properties"]["verdict"]["enum"]

@@ -12,7 +12,7 @@ import fake_tee_scheme
 import pytest
 from verifier_fixtures import evidence_factory, make_verifier, new_home
 
-from bytereplay.ear import peek
+from bytereplay.ear import flat_submod, peek
 from bytereplay.errors import QuoteError, UsageError
 from verifier import config as config_mod
 from verifier.config import TeeTrustConfig
@@ -27,7 +27,7 @@ def fake_scheme() -> Iterator[None]:
 
 
 def _sub(token: str) -> dict[str, Any]:
-    value: dict[str, Any] = peek(token)["submods"]["bytereplay"]
+    value: dict[str, Any] = flat_submod(peek(token))
     return value
 
 

@@ -22,7 +22,7 @@ from verifier_fixtures import (
 from attester.tee.simulated import SimulatedProvider
 from bytereplay import eat
 from bytereplay.ar4si import CLAIMS
-from bytereplay.ear import normalise, peek, read_ear
+from bytereplay.ear import PROFILE_DRAFT, PROFILE_LEGACY, flat_submod, normalise, peek, read_ear
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import TooLargeError
 from bytereplay.jwks import KeySet
@@ -46,7 +46,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Verifier, Ev
 
 
 def sub_of(result: Result) -> dict[str, Any]:
-    value: dict[str, Any] = peek(result.token)["submods"]["bytereplay"]
+    value: dict[str, Any] = flat_submod(peek(result.token))
     return value
 
 
@@ -70,8 +70,9 @@ def test_valid_evidence_ear(env: tuple[Verifier, EvidenceFactory]) -> None:
     result = verifier.appraise(factory.make(issued.nonce), replay=False)
     claims = peek(result.token)
     assert claims["eat_nonce"] == issued.text
-    assert claims["eat_profile"] == "tag:github.com,2023:veraison/ear"
-    sub = claims["submods"]["bytereplay"]
+    assert claims["eat_profile"] == PROFILE_DRAFT
+    assert claims["ear_status"] == "warning"  # the worst submod's
+    sub = flat_submod(claims)
     assert sub["ear.appraisal-policy-id"] == verifier.policy.policy_id
     assert sub["ear.appraisal-policy-id"].startswith("policy:bytereplay/appraisal@sha-256:")
     vector = sub["ear.trustworthiness-vector"]
@@ -459,18 +460,33 @@ def test_example_reference_values_match_the_fixture_model() -> None:
         "framework": "not-configured"}
 
 
-# -- policy, naming --------------------------------------------------------------------------
+# -- policy, EAR profile ---------------------------------------------------------------------
 
 
-def test_draft_naming(tmp_path: Path) -> None:
+def test_legacy_profile_by_config_and_draft_by_argument(tmp_path: Path) -> None:
     home = new_home(tmp_path)
-    verifier = make_verifier(home, naming="draft", replay=False)
+    verifier = make_verifier(home, ear_profile="legacy", ear_raw_evidence=True, replay=False)
     try:
-        result = verifier.appraise(evidence_factory(home).make(verifier.issue_nonce().nonce))
+        evidence = evidence_factory(home).make(verifier.issue_nonce().nonce)
+        result = verifier.appraise(evidence)
         claims = peek(result.token)
-        assert claims["eat_profile"] == "tag:ietf.org,2024:rats:ear"
-        assert claims["submods"]["bytereplay"]["ear_status"] == "warning"
+        assert claims["eat_profile"] == PROFILE_LEGACY and "ear_status" not in claims
+        assert claims["submods"]["bytereplay"]["ear.status"] == "warning"
+        assert claims["submods"]["bytereplay"]["bytereplay.checks"]["signature"] == "ok"
         assert normalise(claims).status == "warning"
+        assert normalise(claims).raw_evidence == str(evidence).encode()
+        # a CWT: its bytes, also when a JSON envelope carried it as base64url text
+        cwt = evidence_factory(home).make(verifier.issue_nonce().nonce, fmt="cwt")
+        assert isinstance(cwt, bytes)
+        sent = b64url_encode(cwt)
+        assert normalise(peek(verifier.appraise(sent, "cwt").token)).raw_evidence == cwt
+        assert result.media_type == f'application/eat+jwt; eat_profile="{PROFILE_LEGACY}"'
+        # the programmatic choice, per appraisal (a session API issuing the legacy profile
+        # unless asked otherwise uses the same argument)
+        draft = verifier.appraise(evidence_factory(home).make(verifier.issue_nonce().nonce),
+                                  profile="draft-04")
+        assert peek(draft.token)["eat_profile"] == PROFILE_DRAFT
+        assert "ear_raw_evidence" in peek(draft.token)
     finally:
         verifier.close()
 
@@ -524,10 +540,10 @@ def test_config_file(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_text(json.dumps({"attester": {"provider": "simulated"}, "verifier": {
         "nonce_ttl_s": 30, "store": "redis", "reference_values": "refs.json",
-        "naming": "draft", "external": [{"name": "ita", "jwks": "jwks.json",
+        "ear_profile": "legacy", "external": [{"name": "ita", "jwks": "jwks.json",
                                           "issuer": "https://ita.example"}]}}))
     cfg = config_mod.load(home, path)
-    assert cfg.nonce_ttl_s == 30.0 and cfg.store == "redis" and cfg.naming == "draft"
+    assert cfg.nonce_ttl_s == 30.0 and cfg.store == "redis" and cfg.ear_profile == "legacy"
     assert cfg.reference_values == path.parent / "refs.json"
     assert cfg.external[0].jwks == str(path.parent / "jwks.json")
     assert config_mod.load(home).model_dir == DEFAULT_MODEL_DIR
@@ -536,6 +552,7 @@ def test_config_file(tmp_path: Path) -> None:
                       ({"threads": True}, "expected int"),
                       ({"store": "memcached"}, "store must be one of"),
                       ({"nonce_size": 4}, "nonce_size"),
+                      ({"ear_profile": "draft-99"}, "unknown EAR profile"),
                       ({"external": [{"name": "a b", "jwks": "j", "issuer": "i"}]}, "name")):
         path.write_text(json.dumps(bad))
         with pytest.raises(Exception, match=text):

@@ -28,7 +28,7 @@ from verifier_fixtures import (
 )
 
 from bytereplay.cli import main
-from bytereplay.ear import peek
+from bytereplay.ear import PROFILE_DRAFT, PROFILE_LEGACY, flat_submod, peek
 from bytereplay.encoding import b64url_decode, b64url_encode
 from bytereplay.home import Home
 from verifier.pipeline import Verifier
@@ -88,7 +88,9 @@ def test_verify_raw_jwt_cwt_and_json(served: tuple[TestClient, Verifier, Evidenc
     r = client.post("/v1/verify", content=evidence, headers={"content-type": JWT})
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert set(doc) == {"result", "status", "replay"}
+    assert set(doc) == {"result", "result_type", "status", "replay"}
+    assert doc["result_type"] == f'application/eat+jwt; eat_profile="{PROFILE_DRAFT}"'
+    assert peek(doc["result"])["eat_profile"] == PROFILE_DRAFT  # the default profile
     assert doc["status"] == "warning" and doc["replay"]["verdict"] == "match"
 
     cwt = factory.make(fresh(client), fmt="cwt")
@@ -174,7 +176,7 @@ def test_async_verify_and_results(served: tuple[TestClient, Verifier, EvidenceFa
     done = poll.json()
     assert done["state"] == "done"
     assert done["status"] == "warning" and done["replay"]["verdict"] == "match"
-    assert peek(done["result"])["submods"]["bytereplay"]["bytereplay.checks"]["replay"] == "ok"
+    assert flat_submod(peek(done["result"]))["bytereplay.checks"]["replay"] == "ok"
     # a refused nonce completes at once, with the negative result
     r = client.post("/v1/verify?async=true", content=evidence, headers={"content-type": JWT})
     poll = client.get(r.json()["poll"])
@@ -193,10 +195,14 @@ def test_ear_verifies_with_independent_libraries(
 
     client, _, factory = served
     issued = client.post("/v1/challenge").json()
+    # The legacy profile, asked for: jwcrypto and python-jose read it (the names python-ear
+    # and Veraison read: tests/test_ear_profiles.py)
     r = client.post("/v1/verify?replay=false",
                     content=factory.make(b64url_decode(issued["nonce"])),
-                    headers={"content-type": JWT})
+                    headers={"content-type": JWT,
+                             "accept": f'application/json, {JWT}; eat_profile="{PROFILE_LEGACY}"'})
     token = r.json()["result"]
+    assert r.json()["result_type"] == f'{JWT}; eat_profile="{PROFILE_LEGACY}"'
     jwks = client.get("/.well-known/jwks.json").json()
     assert [k["alg"] for k in jwks["keys"]] == ["ES256"]
     assert all("d" not in k for k in jwks["keys"])
@@ -227,7 +233,7 @@ def test_info_health_metrics(served: tuple[TestClient, Verifier, EvidenceFactory
     assert info["trust"]["simulated_cas"][0]["origin"] == "home"
     assert "found in the home" in info["trust"]["notes"][0]
     assert info["nonces"] == {"ttl_s": 120.0, "size": 32, "mode": "required", "store": "sqlite"}
-    assert info["replay"]["dtype"] == "float32" and info["ear"]["naming"] == "veraison"
+    assert info["replay"]["dtype"] == "float32" and info["ear"]["profile"] == PROFILE_DRAFT
     assert client.get("/healthz").json() == {"status": "ok", "store": "sqlite"}
     text = client.get("/metrics").text
     for name in ("bytereplay_verifier_appraisals_total", "bytereplay_verifier_replay_verdicts_total",
@@ -331,8 +337,14 @@ def test_cli_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", str(path), "--home", str(home_dir), "--json", "--no-replay"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["status"] == "warning"
-    checks = doc["ear"]["submods"]["bytereplay"]["bytereplay.checks"]
+    checks = flat_submod(doc["ear"])["bytereplay.checks"]
     assert checks["nonce"].startswith("not checked")
+    assert doc["ear"]["eat_profile"] == PROFILE_DRAFT
+    assert main(["verify", str(path), "--home", str(home_dir), "--json", "--no-replay",
+                 "--ear-profile", "legacy"]) == 0
+    assert json.loads(capsys.readouterr().out)["ear"]["eat_profile"] == PROFILE_LEGACY
+    assert main(["verify", str(path), "--home", str(home_dir), "--no-replay",
+                 "--ear-profile", "draft-99"]) == 2
     assert doc["replay"]["reason"] == "replay was not requested"
 
     # a nonce the home's store issued (as `serve verifier` with this home would): consumed,

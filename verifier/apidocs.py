@@ -59,7 +59,11 @@ RESULT: Schema = {
     "properties": {
         "result": {"type": "string",
                    "description": "the EAR, a JWT signed with the key at /.well-known/jwks.json"},
-        "status": {"type": "string", "enum": STATUSES, "description": "the EAR status"},
+        "result_type": {"type": "string",
+                        "description": "the EAR's media type and profile: "
+                                       "application/eat+jwt; eat_profile=\"<uri>\""},
+        "status": {"type": "string", "enum": STATUSES,
+                   "description": "the EAR's overall status (the worst submod's)"},
         "replay": REPLAY,
     },
 }
@@ -72,7 +76,8 @@ STORED_RESULT: Schema = {
     "title": "StoredResult", "type": "object", "required": ["state"],
     "description": "pending (202), or done with the /v1/verify answer (200), or failed (200)",
     "properties": {"state": {"type": "string", "enum": ["pending", "done", "failed"]},
-                   "result": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
+                   "result": {"type": "string"}, "result_type": {"type": "string"},
+                   "status": {"type": "string", "enum": STATUSES},
                    "replay": REPLAY, "detail": {"type": "string"}},
 }
 EXTERNAL_REQUEST: Schema = {
@@ -123,6 +128,12 @@ def verify_extra() -> dict[str, Any]:
             {"name": "async", "in": "query", "required": False,
              "schema": flag | {"default": "false"},
              "description": "true answers 202 at once; poll the result"},
+            {"name": "Accept", "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "application/json (the default answer); with "
+                            "application/eat+jwt; eat_profile=\"<uri>\" the EAR is written in "
+                            "that profile (tag:ietf.org,2026:rats/ear#04 or "
+                            "tag:github.com,2023:veraison/ear), and without JSON the answer is "
+                            "the bare EAR of that media type; an unknown profile is 406"},
         ],
         "requestBody": {"required": True, "content": {
             MEDIA_JWT: {"schema": {"type": "string",

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bytereplay.ear import peek
+from bytereplay.ear import CHECKS, CLAIM, LEGACY, NOT_COVERED_CLAIM, flat_submod, peek
 from bytereplay.encoding import strict_json_loads
 from bytereplay.errors import BytereplayError, UsageError
 from bytereplay.home import Home
@@ -89,8 +89,8 @@ def sniff_evidence(data: bytes, source: str, fmt: str | None) -> tuple[bytes | s
 
 
 def render(result_json: dict[str, Any], claims: dict[str, Any]) -> str:
-    sub = claims.get("submods", {}).get("bytereplay", {})
-    vector = sub.get("ear.trustworthiness-vector") or sub.get("ear_trustworthiness_vector") or {}
+    sub = flat_submod(claims)
+    vector = sub.get(LEGACY.vector) or {}
     lines = [f"status: {result_json['status']}"]
     replay = result_json["replay"]
     method = replay.get("method") if replay.get("verdict") != "not-run" else None
@@ -102,10 +102,10 @@ def render(result_json: dict[str, Any], claims: dict[str, Any]) -> str:
     lines.append("trustworthiness vector:")
     lines.extend(f"  {k}: {v}" for k, v in vector.items())
     lines.append("checks:")
-    lines.extend(f"  {k}: {v}" for k, v in sub.get("bytereplay.checks", {}).items())
-    if sub.get("bytereplay.claim"):
-        lines.append(f"claim: {sub['bytereplay.claim']}")
-    lines.append("not covered: " + "; ".join(sub.get("bytereplay.not_covered", [])))
+    lines.extend(f"  {k}: {v}" for k, v in sub.get(CHECKS, {}).items())
+    if sub.get(CLAIM):
+        lines.append(f"claim: {sub[CLAIM]}")
+    lines.append("not covered: " + "; ".join(sub.get(NOT_COVERED_CLAIM, [])))
     lines.append(f"result (EAR JWT): {result_json['result']}")
     return "\n".join(lines)
 
@@ -119,7 +119,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     verifier = Verifier(cfg)
     try:
         result = verifier.appraise(data, fmt, replay=args.replay,
-                                   replay_method=getattr(args, "replay_method", None))
+                                   replay_method=getattr(args, "replay_method", None),
+                                   profile=getattr(args, "ear_profile", None))
     finally:
         verifier.close()
     out = result.to_json()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bytereplay.default_model import default_model_path
-from bytereplay.ear import NAMINGS
+from bytereplay.ear import PROFILE, profile_of
 from bytereplay.eat import NONCE_DEFAULT, NONCE_MAX, NONCE_MIN
 from bytereplay.errors import ModelDirError, UsageError
 from bytereplay.home import Home
@@ -102,7 +102,8 @@ class VerifierConfig:
     provisioning_keys: tuple[Path, ...] = ()
     policy: Path = DEFAULT_POLICY
     policy_cache: bool = True
-    naming: str = "veraison"
+    ear_profile: str = PROFILE
+    ear_raw_evidence: bool = False
     key_alg: str = DEFAULT_ALG
     ear_key: Path | None = None  # default: Home.verifier_key, created on first start
     key_retire_after_s: float = DEFAULT_RETIRE_AFTER_S
@@ -186,7 +187,11 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "policy": ((str,), "Rego appraisal policy (default policies/appraisal.rego)"),
     "policy_cache": ((bool,), "memoise policy results by their facts (default true; the "
                               "policy must then be a pure function of its input)"),
-    "naming": ((str,), "EAR claim naming: 'veraison' (default) or 'draft'"),
+    "ear_profile": ((str,), "EAR profile written unless a request asks for another: "
+                            "'draft-04' (default, tag:ietf.org,2026:rats/ear#04) or 'legacy' "
+                            "(tag:github.com,2023:veraison/ear), by name or URI"),
+    "ear_raw_evidence": ((bool,), "carry the appraised Evidence in the EAR "
+                                  "(ear_raw_evidence; default false)"),
     "key_alg": ((str,), f"EAR signing algorithm for a new key, one of {list(SIGNING_ALGS)}"),
     "ear_key": ((str,), "EAR signing key file shared by every replica (a mounted secret, mode "
                         "0600; never created); its key ring when rotated (default: "
@@ -393,8 +398,7 @@ def validate(cfg: VerifierConfig) -> None:
         raise UsageError(f"replay_backend must be one of {list(REPLAY_BACKENDS)}")
     if cfg.replay_backend == "celery" and not cfg.broker.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError("broker_url (or redis_url) must be a redis://, rediss:// or unix:// URL")
-    if cfg.naming not in NAMINGS:
-        raise UsageError(f"naming must be one of {list(NAMINGS)}")
+    profile_of(cfg.ear_profile)  # UsageError naming the known profiles
     if cfg.key_alg not in SIGNING_ALGS:
         raise UsageError(f"key_alg must be one of {list(SIGNING_ALGS)}")
     if cfg.max_evidence_bytes < 1024:

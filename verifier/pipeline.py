@@ -44,8 +44,10 @@ from bytereplay import ear, eat
 from bytereplay.ar4si import CLAIMS, VERIFIER_MALFUNCTION
 from bytereplay.checklist import Group
 from bytereplay.claims import MATCH, MATCH_PORTABLE, NOT_RUN
+from bytereplay.encoding import b64url_decode
 from bytereplay.errors import (
     BytereplayError,
+    EncodingError,
     PolicyError,
     QueueFull,
     SignatureError,
@@ -53,7 +55,7 @@ from bytereplay.errors import (
     TooLargeError,
     UsageError,
 )
-from bytereplay.evidence import DecodedEvidence, decode_evidence
+from bytereplay.evidence import DecodedEvidence, decode_evidence, detect_format
 from bytereplay.keyring import KeyRing
 from bytereplay.keys import SigningKey
 from bytereplay.preflight import PreflightReport, preflight
@@ -104,6 +106,7 @@ class Inputs:
     replay: bool = True
     external_tokens: list[Any] | None = None
     replay_method: str | None = None  # None: the configured one
+    profile: str | None = None  # the EAR profile; None: the configured one
 
 
 @dataclass
@@ -159,6 +162,21 @@ def unexpected(exc: Exception, where: str) -> str:
     log.error("%s raised %s on outside input (a bug to fix there)", where,
               type(exc).__name__, exc_info=exc)
     return f"malformed input ({where} raised {type(exc).__name__})"
+
+
+def evidence_bytes(data: bytes | str, fmt: str | None) -> bytes:
+    """The Evidence as submitted, for `ear_raw_evidence`: a JWT's text, a CWT's bytes (a CWT
+    sent as base64url text in a JSON envelope is decoded; text that is not base64url is
+    kept as its UTF-8 bytes)."""
+    if isinstance(data, bytes):
+        return data
+    text = data.strip()
+    if (fmt or detect_format(text)) == "cwt":
+        try:
+            return b64url_decode(text)
+        except EncodingError:
+            pass
+    return text.encode("utf-8")
 
 
 def step_decode(a: Appraisal, data: bytes | str, fmt: str | None, max_bytes: int) -> None:
@@ -502,13 +520,16 @@ class Verifier:
 
     def begin(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
               external_tokens: list[Any] | None = None,
-              replay_method: str | None = None) -> Appraisal:
+              replay_method: str | None = None, profile: str | None = None) -> Appraisal:
         """Every step up to replay. Raises only `TooLargeError`, `StoreUnavailable` and,
         before anything is consumed, `UsageError` for an unknown `replay_method` (the
         caller's choice for this appraisal, e.g. `full` where its relying party's policy
-        asks for a full replay; None: the configured method)."""
+        asks for a full replay; None: the configured method) or an unknown EAR `profile`
+        (a URI or a short name, `bytereplay.ear.profile_of`; None: the configured one)."""
         check_replay_method(replay_method)
-        inputs = Inputs(data, fmt, replay, external_tokens, replay_method)
+        if profile is not None:
+            ear.profile_of(profile)
+        inputs = Inputs(data, fmt, replay, external_tokens, replay_method, profile)
         a = Appraisal(inputs=inputs)
         for step in BEFORE_REPLAY:
             step.run(self, a, inputs)
@@ -561,13 +582,18 @@ class Verifier:
             checks=a.checks,
             reasons=reasons,
         )
+        raw = evidence_bytes(a.inputs.data, a.inputs.fmt) if self.config.ear_raw_evidence \
+            else None
         result = issue(key=self.key, vector=vector, nonce=a.nonce_text,
-                       policy_id=self.policy.policy_id, ext=ext, naming=self.config.naming)
+                       policy_id=self.policy.policy_id, ext=ext,
+                       profile=a.inputs.profile or self.config.ear_profile, raw_evidence=raw)
         if self.fleet is not None and a.replay_skip is None:
             # One EAR per appraisal id, whoever finishes it (the first stored wins).
-            stored = self.fleet.answer_once(a.id, {**result.to_json(), "claims": result.claims})
+            stored = self.fleet.answer_once(a.id, {**result.to_json(), "claims": result.claims,
+                                                   "profile": result.profile})
             result = Result(token=stored["result"], claims=stored["claims"],
-                            status=stored["status"], replay=stored["replay"])
+                            status=stored["status"], replay=stored["replay"],
+                            profile=stored.get("profile", result.profile))
         m = self.metrics
         m.child(m.appraisals, result.status).inc()
         m.child(m.verdicts, a.replay.verdict).inc()
@@ -579,10 +605,11 @@ class Verifier:
 
     def appraise(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
                  external_tokens: list[Any] | None = None,
-                 replay_method: str | None = None) -> Result:
-        """The whole pipeline on the calling thread (the CLI and in-process callers)."""
+                 replay_method: str | None = None, profile: str | None = None) -> Result:
+        """The whole pipeline on the calling thread (the CLI and in-process callers);
+        `profile` picks the EAR profile (None: the configured one)."""
         return self.finish(self.begin(data, fmt, replay=replay, external_tokens=external_tokens,
-                                      replay_method=replay_method))
+                                      replay_method=replay_method, profile=profile))
 
     def submit(self, a: Appraisal) -> Future[Result]:
         """Finish `a` in the replay worker pool. Raises `QueueFull` when too many wait."""
@@ -622,7 +649,9 @@ class Verifier:
         trusts = self.trust()
         return {
             "verifier": f"bytereplay {__version__}",
-            "ear": {"profile": ear.PROFILES[cfg.naming], "naming": cfg.naming,
+            "ear": {"profile": ear.profile_of(cfg.ear_profile).uri,
+                    "profiles": [p.uri for p in ear.PROFILES.values()],
+                    "raw_evidence": cfg.ear_raw_evidence,
                     "alg": self.key.alg, "kid": self.key.kid, "jwks": "/.well-known/jwks.json",
                     "keys": [{"kid": k.key.kid, "retire_at": k.to_json()["retire_at"]}
                              for k in self.keys.entries()]},

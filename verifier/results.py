@@ -1,7 +1,8 @@
 """The attestation result: an EAR JWT signed with the verifier's key.
 
 Claims (names from `bytereplay.ear`) inside `submods.bytereplay`, beside the status,
-the trustworthiness vector and the appraisal policy id:
+the trustworthiness vector and the appraisal policy id (in the draft-04 profile nested
+under `bytereplay.ear.EXTENSION_KEY` without the `bytereplay.` prefix):
 
     bytereplay.replay        {"verdict", "environment_diff", "reason", ...}
     bytereplay.preflight     the preflight report's summary (`PreflightReport.summary()`)
@@ -37,10 +38,17 @@ class Result:
     claims: dict[str, Any]
     status: str
     replay: dict[str, Any]
+    profile: str = ear.PROFILE
+
+    @property
+    def media_type(self) -> str:
+        """`application/eat+jwt; eat_profile="..."`: what the token is."""
+        return ear.media_type(self.profile)
 
     def to_json(self) -> dict[str, Any]:
-        """The `/v1/verify` answer."""
-        return {"result": self.token, "status": self.status, "replay": self.replay}
+        """The `/v1/verify` answer; `result_type` names the EAR's media type and profile."""
+        return {"result": self.token, "result_type": self.media_type, "status": self.status,
+                "replay": self.replay}
 
 
 def extensions(
@@ -88,14 +96,14 @@ def issue(
     nonce: str | None,
     policy_id: str,
     ext: dict[str, Any],
-    naming: str,
+    profile: str = ear.PROFILE,
+    raw_evidence: bytes | None = None,
     iat: int | None = None,
 ) -> Result:
     claims = ear.build_ear(
         vector=vector, nonce=nonce, iat=int(time.time()) if iat is None else iat,
-        policy_id=policy_id, extensions=ext, naming=naming,
+        policy_id=policy_id, extensions=ext, profile=profile, raw_evidence=raw_evidence,
     )
-    status_name = ear.NAMINGS[naming][0]
-    status = str(claims["submods"][ear.SUBMOD][status_name])
     token = ear.sign_ear(claims, key)
-    return Result(token=token, claims=claims, status=status, replay=dict(ext[ear.REPLAY]))
+    return Result(token=token, claims=claims, status=str(ear.peek_status(claims)),
+                  replay=dict(ext[ear.REPLAY]), profile=ear.profile_of(profile).uri)

@@ -1,7 +1,13 @@
 """The verifier sidecar: FastAPI + uvicorn around `verifier.pipeline.Verifier`.
 
     POST /v1/challenge          {"size"?: 8..64} -> {"nonce", "issued_at", "expires_at"}
-    POST /v1/verify             Evidence -> {"result": <EAR JWT>, "status", "replay"}
+    POST /v1/verify             Evidence -> {"result": <EAR JWT>, "result_type", "status",
+                                 "replay"}; the EAR's profile is the configured one
+                                 (`ear_profile`) unless `Accept` names one:
+                                 `application/eat+jwt; eat_profile="<uri>"` (also
+                                 `application/eat-jwt`); without JSON in `Accept` the
+                                 answer is the bare EAR with that media type; an unknown
+                                 profile is 406 (`bytereplay.web.accept.choose_ear`)
                                  body: raw, Content-Type application/eat+jwt or
                                  application/eat+cwt; or JSON {"evidence", "format"?,
                                  "external_tokens"?} (a CWT as unpadded base64url)
@@ -77,6 +83,7 @@ from bytereplay.errors import (
 )
 from bytereplay.home import Home
 from bytereplay.keyring import KeyRing
+from bytereplay.web.accept import EarChoice, choose_ear
 from bytereplay.web.access_log import AccessLog, configure_logging, note
 from bytereplay.web.apidocs import Responses, ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
@@ -188,6 +195,14 @@ def appraises_inline(config: VerifierConfig, store_kind: str) -> bool:
                    for t in config.tee.values() for loc in (t.collateral, t.certs) if loc)
 
 
+def _ear_answer(result: Result, choice: EarChoice) -> Response:
+    """The JSON answer, or the bare EAR where the client accepts only the EAR media type."""
+    if choice.raw:
+        return Response(result.token, media_type=result.media_type,
+                        headers={"Cache-Control": "no-store"})
+    return JSONResponse(result.to_json())
+
+
 def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> FastAPI:
     """The sidecar app. The verifier (store, keys, policy) is built here, closed on shutdown."""
     v = verifier or Verifier(config)
@@ -239,10 +254,11 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
         return JSONResponse(issued.to_json(), headers={"Cache-Control": "no-store"})
 
     def _sync_part(data: bytes | str, fmt: str | None, want_replay: bool,
-                   tokens: list[Any] | None,
-                   method: str | None) -> tuple[Result | None, Appraisal | None]:
+                   tokens: list[Any] | None, method: str | None,
+                   profile: str) -> tuple[Result | None, Appraisal | None]:
         """Every step up to replay; the whole appraisal when no replay is due."""
-        a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens, replay_method=method)
+        a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens, replay_method=method,
+                    profile=profile)
         if v.needs_replay(a):
             return None, a
         return v.finish(a), None
@@ -257,12 +273,14 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
               | json_answer("Accepted; poll the result", doc.ACCEPTED, status=202,
                             headers={"Location": {"description": "the poll path",
                                                   "schema": {"type": "string"}}})
-              | problems(400, 413, 415, 503))
-    async def verify(request: Request) -> JSONResponse:
+              | problems(400, 406, 413, 415, 503))
+    async def verify(request: Request) -> Response:
         want_replay = _flag(request, "replay", True)
         run_async = _flag(request, "async", False)
         method = request.query_params.get("replay_method")  # e.g. full, for a strict RP
         check_replay_method(method)
+        choice = choose_ear(request.headers.get("accept"), config.ear_profile)
+        profile = choice.profile.uri
         data, fmt, tokens = await _read_evidence(request, config.max_body_bytes)
         if want_replay and v.queue_full():  # before the nonce is consumed
             raise QueueFull("the replay queue is full; try again later")
@@ -284,10 +302,10 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
 
         if not run_async:
             if inline and tokens is None:  # external tokens may fetch their service's JWKS
-                result, pending = _sync_part(data, fmt, want_replay, tokens, method)
+                result, pending = _sync_part(data, fmt, want_replay, tokens, method, profile)
             else:  # one thread hop when nothing is left for the replay pool
                 result, pending = await run_in_threadpool(_sync_part, data, fmt, want_replay,
-                                                          tokens, method)
+                                                          tokens, method, profile)
             if result is None:
                 assert pending is not None
                 if v.fleet is None:
@@ -302,12 +320,12 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
                     except TimeoutError:
                         return accepted(pending.id)
             note(request, ear_status=result.status, replay=str(result.replay.get("verdict")))
-            return JSONResponse(result.to_json())
+            return _ear_answer(result, choice)
         # Async: the steps up to replay here, the rest (replay, policy, EAR) in the pool.
 
         def accept() -> Appraisal:
             a = v.begin(data, fmt, replay=want_replay, external_tokens=tokens,
-                        replay_method=method)
+                        replay_method=method, profile=profile)
             v.store.put_pending(a.id)
             return a
 

@@ -45,7 +45,8 @@ PROBLEM_TEXT = {
     401: "The bearer token the endpoint is guarded by is missing or wrong",
     404: "Not found",
     405: "Method not allowed",
-    406: "The Accept header excludes every type the endpoint answers with",
+    406: "The Accept header admits no answer given here (every type excluded, or an "
+         "unknown eat_profile)",
     413: "Request body over the configured limit",
     415: "Unsupported content type",
     503: "Not ready, busy, or a dependency unavailable; retry later",

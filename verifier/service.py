@@ -17,6 +17,8 @@
     GET  /healthz                200 once ready (store reachable)
     GET  /metrics                Prometheus text
     GET  /openapi.json, /docs    the API description and a page rendering it (no CDN)
+    Veraison's challenge-response API (/challenge-response/v1/newSession, .../session/{id})
+    and GET /.well-known/veraison/verification: `verifier.veraison_api`
 
 One log line per request (`bytereplay.web.access_log`), with the EAR status and the replay
 verdict for /v1/verify; `bytereplay serve verifier --log-format json` for JSON lines.
@@ -58,6 +60,7 @@ from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_b
 from bytereplay.web.serving import bind, serve, url_of
 from verifier import apidocs as doc
 from verifier import config as config_mod
+from verifier import veraison_api
 from verifier.config import VerifierConfig
 from verifier.nonces import new_result_id
 from verifier.pipeline import Appraisal, Verifier, check_replay_method
@@ -282,6 +285,8 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
                               "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
         return Response(v.metrics.render(), media_type=v.metrics.content_type)
+
+    veraison_api.install(app, v)
 
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(AccessLog)  # outermost: it also logs what BodyLimit refuses

@@ -5,7 +5,10 @@
                       "challenge_window"?: {"issued_at", "expires_at"},
                       "format"?: "jwt" | "cwt"}
                   -> {"output", "output_hash", "evidence", "evidence_format"}
-                     (CWT evidence travels as unpadded base64url text)
+                     (CWT evidence travels as unpadded base64url text); with
+                     `veraison_verifier` configured the nonce may be left out: it comes
+                     from that verifier's newSession and the answer adds "session" (the
+                     session URL; "result", the EAR, with `veraison_submit`)
     GET  /v1/info    model digest and id, environment, provider, evidence key (JWK)
     GET  /healthz    200 once the model is loaded, 503 before
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -38,6 +42,7 @@ from attester.evidence import (
 )
 from attester.tee import QuoteProvider, make_provider
 from bytereplay import __version__, eat
+from bytereplay.encoding import b64url_decode
 from bytereplay.errors import BusyError, BytereplayError, MediaTypeError, NotReadyError, UsageError
 from bytereplay.evidence import FORMATS, evidence_text
 from bytereplay.home import Home
@@ -51,6 +56,7 @@ from bytereplay.request import (
     MAX_TEMPLATE_CHARS,
     check_decode,
 )
+from bytereplay.veraison_client import Session, VeraisonClient
 from bytereplay.web.access_log import AccessLog, configure_logging
 from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
@@ -77,7 +83,7 @@ class AttestRequest:
     input: str
     template: str
     decode: dict[str, Any]  # every DECODE_KEYS member, validated
-    nonce: bytes
+    nonce: bytes | None  # None: the configured Veraison verifier's newSession gives it
     challenge_window: tuple[str, str] | None
     format: str
 
@@ -130,7 +136,7 @@ def parse_infer_body(body: Any, config: AttesterConfig) -> AttestRequest:
     if unknown:
         raise UsageError(f"{unknown[0]}: unknown field; known: {', '.join(BODY_KEYS)}")
     for name in ("input", "nonce"):
-        if name not in body:
+        if name not in body and (name != "nonce" or config.veraison_verifier is None):
             raise UsageError(f"{name}: required field is missing")
     text = _text("input", body["input"], config.max_input_chars)
     template = body.get("template", DEFAULT_TEMPLATE)
@@ -138,9 +144,11 @@ def parse_infer_body(body: Any, config: AttesterConfig) -> AttestRequest:
     if INPUT_MARK not in template:
         raise UsageError("template: must contain '{input}' where the input goes")
     decode = _parse_decode(body.get("decode"), config)
-    if not isinstance(body["nonce"], str):
-        raise UsageError("nonce: expected unpadded base64url text")
-    nonce = eat.decode_nonce(body["nonce"])  # NonceError: not base64url / outside 8..64
+    nonce = None
+    if "nonce" in body:
+        if not isinstance(body["nonce"], str):
+            raise UsageError("nonce: expected unpadded base64url text")
+        nonce = eat.decode_nonce(body["nonce"])  # NonceError: not base64url / outside 8..64
     fmt = body.get("format", config.evidence_format)
     if fmt not in FORMATS:
         raise UsageError(f"format: expected one of {', '.join(FORMATS)}")
@@ -212,6 +220,8 @@ class Attester:
         from attester.engine import InferenceRequest
 
         engine = self._engine()
+        if req.nonce is None:
+            raise UsageError("nonce: required field is missing")
         result = engine.generate(
             InferenceRequest(input=req.input, template=req.template, decode=_policy(req.decode)),
             verifier_ref=self.config.verifier_ref, challenge_window=req.challenge_window)
@@ -254,6 +264,15 @@ class Attester:
 
 
 # -- the app --------------------------------------------------------------------------
+
+def _submit(client: VeraisonClient, session: Session, answer: dict[str, Any]) -> str | None:
+    """POST the answer's Evidence to its Veraison session; the EAR it completes with."""
+    fmt = answer["evidence_format"]
+    body = answer["evidence"].encode("ascii") if fmt == "jwt" else \
+        b64url_decode(answer["evidence"])
+    done = client.submit(session, body, eat.MEDIA_JWT if fmt == "jwt" else eat.MEDIA_CWT)
+    return done.result
+
 
 def _check_media_type(request: Request) -> None:
     ctype = request.headers.get("content-type")
@@ -298,7 +317,11 @@ def create_app(config: AttesterConfig, *, home: Home | None = None,
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(AccessLog)  # outermost: it also logs what BodyLimit refuses
-    doc = attester_schemas(config.max_input_chars, config.max_new_tokens)
+    doc = attester_schemas(config.max_input_chars, config.max_new_tokens,
+                           nonce_required=config.veraison_verifier is None)
+    veraison = None
+    if config.veraison_verifier is not None:
+        veraison = VeraisonClient(config.veraison_verifier)
 
     @app.get("/healthz", summary="Readiness",
              description="200 once the model is loaded; 503 while it loads or if it failed.",
@@ -328,7 +351,16 @@ def create_app(config: AttesterConfig, *, home: Home | None = None,
         req = parse_infer_body(body, config)
         svc._engine()  # 503 before spending anything while the model loads
         with svc.slot():
+            session = None
+            if req.nonce is None and veraison is not None:  # the challenge: a new session
+                session = await run_in_threadpool(veraison.new_session)
+                req = dataclasses.replace(req, nonce=session.nonce)
             answer = await run_in_threadpool(svc.attest, req)
+            if session is not None:
+                answer["session"] = session.url
+                if config.veraison_submit:
+                    answer["result"] = await run_in_threadpool(_submit, veraison, session,
+                                                               answer)
         return JSONResponse(answer)
 
     from attester.openai_api import install_openai_routes  # /v1/chat/completions, /v1/models

@@ -44,18 +44,18 @@ JWT = "application/eat+jwt"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[str, Verifier, EvidenceFactory, Path]]:
+        tuple[str, Verifier, EvidenceFactory]]:
     home = new_home(tmp_path_factory.mktemp("vclient"))
     verifier = make_verifier(home, replay=False)
     served = Served(verifier)
     try:
-        yield served.url, verifier, evidence_factory(home), home.root
+        yield served.url, verifier, evidence_factory(home)
     finally:
         served.close()
 
 
-def test_session_round_trip(live: tuple[str, Verifier, EvidenceFactory, Path]) -> None:
-    url, verifier, factory, _ = live
+def test_session_round_trip(live: tuple[str, Verifier, EvidenceFactory]) -> None:
+    url, _, factory = live
     client = VeraisonClient(url, trust_discovery_key=True)
     d = client.discovery()
     assert d.state == "READY" and JWT in d.media_types
@@ -77,8 +77,8 @@ def test_session_round_trip(live: tuple[str, Verifier, EvidenceFactory, Path]) -
         client.get(session)
 
 
-def test_typed_errors(live: tuple[str, Verifier, EvidenceFactory, Path]) -> None:
-    url, _, factory, _ = live
+def test_typed_errors(live: tuple[str, Verifier, EvidenceFactory]) -> None:
+    url, _, factory = live
     client = VeraisonClient(url)
     session = client.new_session()
     evidence = factory.make(session.nonce)
@@ -107,8 +107,8 @@ def test_typed_errors(live: tuple[str, Verifier, EvidenceFactory, Path]) -> None
         VeraisonClient("ftp://example")
 
 
-def test_trust_is_the_callers(live: tuple[str, Verifier, EvidenceFactory, Path]) -> None:
-    url, verifier, factory, _ = live
+def test_trust_is_the_callers(live: tuple[str, Verifier, EvidenceFactory]) -> None:
+    url, verifier, factory = live
     plain = VeraisonClient(url)
     session = plain.new_session()
     done = plain.submit(session, factory.make(session.nonce), JWT)
@@ -225,9 +225,9 @@ def test_status_to_error(status: int, error: type[Exception]) -> None:
 # -- bytereplay verify --verifier URL ---------------------------------------------------------------
 
 
-def test_cli_verify_against_a_verifier(live: tuple[str, Verifier, EvidenceFactory, Path],
+def test_cli_verify_against_a_verifier(live: tuple[str, Verifier, EvidenceFactory],
                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url, verifier, factory, home = live
+    url, verifier, factory = live
     nonce = verifier.issue_nonce().nonce
     evidence = factory.make(nonce)
     assert isinstance(evidence, str)

@@ -83,7 +83,7 @@ class AttestRequest:
     input: str
     template: str
     decode: dict[str, Any]  # every DECODE_KEYS member, validated
-    nonce: bytes | None  # None: the configured Veraison verifier's newSession gives it
+    nonce: bytes
     challenge_window: tuple[str, str] | None
     format: str
 
@@ -136,7 +136,7 @@ def parse_infer_body(body: Any, config: AttesterConfig) -> AttestRequest:
     if unknown:
         raise UsageError(f"{unknown[0]}: unknown field; known: {', '.join(BODY_KEYS)}")
     for name in ("input", "nonce"):
-        if name not in body and (name != "nonce" or config.veraison_verifier is None):
+        if name not in body:
             raise UsageError(f"{name}: required field is missing")
     text = _text("input", body["input"], config.max_input_chars)
     template = body.get("template", DEFAULT_TEMPLATE)
@@ -144,11 +144,9 @@ def parse_infer_body(body: Any, config: AttesterConfig) -> AttestRequest:
     if INPUT_MARK not in template:
         raise UsageError("template: must contain '{input}' where the input goes")
     decode = _parse_decode(body.get("decode"), config)
-    nonce = None
-    if "nonce" in body:
-        if not isinstance(body["nonce"], str):
-            raise UsageError("nonce: expected unpadded base64url text")
-        nonce = eat.decode_nonce(body["nonce"])  # NonceError: not base64url / outside 8..64
+    if not isinstance(body["nonce"], str):
+        raise UsageError("nonce: expected unpadded base64url text")
+    nonce = eat.decode_nonce(body["nonce"])  # NonceError: not base64url / outside 8..64
     fmt = body.get("format", config.evidence_format)
     if fmt not in FORMATS:
         raise UsageError(f"format: expected one of {', '.join(FORMATS)}")
@@ -220,8 +218,6 @@ class Attester:
         from attester.engine import InferenceRequest
 
         engine = self._engine()
-        if req.nonce is None:
-            raise UsageError("nonce: required field is missing")
         result = engine.generate(
             InferenceRequest(input=req.input, template=req.template, decode=_policy(req.decode)),
             verifier_ref=self.config.verifier_ref, challenge_window=req.challenge_window)
@@ -264,6 +260,9 @@ class Attester:
 
 
 # -- the app --------------------------------------------------------------------------
+
+_STAND_IN = "A" * 43  # 32 zero bytes: replaced by the session's nonce before any use
+
 
 def _submit(client: VeraisonClient, session: Session, answer: dict[str, Any]) -> str | None:
     """POST the answer's Evidence to its Veraison session; the EAR it completes with."""
@@ -348,15 +347,18 @@ def create_app(config: AttesterConfig, *, home: Home | None = None,
     async def infer(request: Request) -> JSONResponse:
         _check_media_type(request)
         body = await read_json_body(request, config.max_body_bytes)
-        req = parse_infer_body(body, config)
+        # No nonce and a Veraison verifier configured: the body is checked first (with a
+        # stand-in nonce), then the challenge comes from a new session.
+        from_session = veraison is not None and isinstance(body, dict) and "nonce" not in body
+        req = parse_infer_body({**body, "nonce": _STAND_IN} if from_session else body, config)
         svc._engine()  # 503 before spending anything while the model loads
         with svc.slot():
             session = None
-            if req.nonce is None and veraison is not None:  # the challenge: a new session
+            if from_session and veraison is not None:
                 session = await run_in_threadpool(veraison.new_session)
                 req = dataclasses.replace(req, nonce=session.nonce)
             answer = await run_in_threadpool(svc.attest, req)
-            if session is not None:
+            if session is not None and veraison is not None:
                 answer["session"] = session.url
                 if config.veraison_submit:
                     answer["result"] = await run_in_threadpool(_submit, veraison, session,

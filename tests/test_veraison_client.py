@@ -261,3 +261,56 @@ def test_cli_verify_against_a_verifier(live: tuple[str, Verifier, EvidenceFactor
     assert main(["verify", str(path), "--verifier", url, "--session", session.url,
                  "--ear-key-thumbprint", jwk_thumbprint(verifier.key.jwk), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["session"] == session.url
+
+
+# -- the attester, configured with a Veraison-style verifier ----------------------------------
+
+
+def test_attester_takes_its_challenge_from_new_session(
+        live: tuple[str, Verifier, EvidenceFactory]) -> None:
+    from fastapi.testclient import TestClient
+    from verifier_fixtures import shared_engine
+
+    from attester.config import AttesterConfig
+    from attester.service import Attester, create_app
+
+    url, verifier, factory = live
+    home = factory.home  # the verifier trusts this home's simulated CA
+    client = VeraisonClient(url, trust_discovery_key=True)
+    for submit in (False, True):
+        config = AttesterConfig(veraison_verifier=url, veraison_submit=submit, max_new_tokens=4)
+        svc = Attester(config, home, engine=shared_engine())
+        with TestClient(create_app(config, attester=svc)) as attester:
+            r = attester.post("/v1/infer", json={"input": "hi", "decode": {"max_new_tokens": 4}})
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            assert answer["session"].startswith(f"{url}/challenge-response/v1/session/")
+            if submit:
+                done = client.get(answer["session"])
+                assert done.status == "complete" and answer["result"] == done.result
+            else:
+                assert "result" not in answer
+                assert client.get(answer["session"]).status == "waiting"
+                done = client.submit(answer["session"], answer["evidence"], JWT)
+            result = client.verify_result(done)
+            assert result.status == "warning" and result.ear is not None
+            assert result.ear.output_hash == answer["output_hash"]
+            assert result.ear.extensions["bytereplay.checks"]["nonce"] == "ok"
+            # a nonce in the body is still used as given (no session)
+            nonce = verifier.issue_nonce().text
+            r = attester.post("/v1/infer", json={"input": "hi", "nonce": nonce,
+                                                 "decode": {"max_new_tokens": 4}})
+            assert "session" not in r.json()
+            # a bad body is refused before any session is opened
+            assert attester.post("/v1/infer", json={"input": 3}).status_code == 400
+
+
+def test_attester_veraison_settings() -> None:
+    from attester.config import AttesterConfig
+
+    with pytest.raises(UsageError, match="veraison_submit: needs veraison_verifier"):
+        AttesterConfig(veraison_submit=True)
+    with pytest.raises(UsageError, match="veraison_verifier"):
+        AttesterConfig(veraison_verifier="ftp://x")
+    with pytest.raises(UsageError, match="veraison_submit"):
+        AttesterConfig.from_mapping({"veraison_verifier": "http://x", "veraison_submit": 1})

@@ -432,3 +432,30 @@ def test_parse_nonce_request() -> None:
         with pytest.raises(Exception) as info:
             parse_nonce_request(nonce, size, 32)
         assert type(info.value).__name__ == "UsageError", (nonce, size)
+
+
+def test_openapi_describes_the_session_api(
+        served: tuple[TestClient, Verifier, EvidenceFactory]) -> None:
+    client, _, _ = served
+    doc = client.get("/openapi.json").json()
+    paths = {"/challenge-response/v1/newSession": ("post",),
+             "/challenge-response/v1/session/{session_id}": ("post", "get", "delete"),
+             "/.well-known/veraison/verification": ("get",)}
+    for path, methods in paths.items():
+        for method in methods:
+            op = doc["paths"][path][method]
+            assert op["summary"] and "422" not in op["responses"]
+            for code, answer in op["responses"].items():
+                assert answer["description"]
+                if code.startswith("4"):
+                    assert list(answer["content"]) == ["application/problem+json"]
+    new = doc["paths"]["/challenge-response/v1/newSession"]["post"]
+    assert list(new["responses"]["201"]["content"]) == [SESSION_MT]
+    assert new["responses"]["201"]["headers"]["Location"]
+    assert {p["name"] for p in new["parameters"]} == {"nonceSize", "nonce"}
+    submit = doc["paths"]["/challenge-response/v1/session/{session_id}"]["post"]
+    assert set(submit["requestBody"]["content"]) == {
+        JWT, CWT, "application/cmw+json", "application/cmw+cbor"}
+    assert {"404", "406", "409", "415"} <= set(submit["responses"])
+    disc = doc["paths"]["/.well-known/veraison/verification"]["get"]
+    assert list(disc["responses"]["200"]["content"]) == [DISCOVERY_MT]

@@ -69,6 +69,7 @@ from bytereplay.errors import (
 )
 from bytereplay.web.accept import accepts, requested_param
 from bytereplay.web.access_log import note
+from bytereplay.web.apidocs import Responses, Schema, json_answer, problems
 from bytereplay.web.http import PROBLEM
 from verifier.nonces import (
     SESSION_COMPLETE,
@@ -93,6 +94,46 @@ EVIDENCE_TYPES = (*EAT_TYPES, *cmw.MEDIA_TYPES)
 SESSION_NAMING = "veraison"
 READY, DOWN = "READY", "DOWN"
 MAX_NONCE_PARAM = 128  # base64url of 64 bytes with padding is 88 characters
+
+
+SESSION_SCHEMA: Schema = {
+    "title": "ChallengeResponseSession", "type": "object",
+    "required": ["status", "nonce", "expiry", "accept"],
+    "properties": {
+        "status": {"type": "string", "enum": ["waiting", "processing", "complete", "failed"]},
+        "nonce": {"type": "string", "description": "unpadded base64url"},
+        "expiry": {"type": "string", "format": "date-time"},
+        "accept": {"type": "array", "items": {"type": "string"},
+                   "description": "the Evidence media types the session takes"},
+        "evidence": {"type": "object", "required": ["type", "value"],
+                     "properties": {"type": {"type": "string"},
+                                    "value": {"type": "string", "format": "byte",
+                                              "description": "standard base64"}}},
+        "result": {"type": "string", "description": "the EAR (compact JWT)"},
+    },
+}
+DISCOVERY_SCHEMA: Schema = {
+    "title": "VerificationDiscovery", "type": "object",
+    "required": ["ear-verification-key", "media-types", "version", "service-state",
+                 "api-endpoints"],
+    "properties": {
+        "ear-verification-key": {"type": "object", "description": "the EAR key (JWK, alg)"},
+        "media-types": {"type": "array", "items": {"type": "string"}},
+        "attestation-schemes": {"type": "array", "items": {"type": "string"}},
+        "version": {"type": "string"},
+        "service-state": {"type": "string", "enum": [READY, DOWN]},
+        "api-endpoints": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+_DELETED: Responses = {204: {"description": "Deleted"}}
+_LOCATION = {"Location": {"description": "session/<id>, relative to the newSession URL",
+                          "schema": {"type": "string"}}}
+_QUERY = [
+    {"name": "nonceSize", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": NONCE_MIN, "maximum": NONCE_MAX}},
+    {"name": "nonce", "in": "query", "required": False,
+     "schema": {"type": "string", "format": "base64url"}},
+]
 
 
 def parse_nonce_request(nonce: str | None, size: str | None,
@@ -190,7 +231,10 @@ def install(app: FastAPI, v: Verifier) -> None:
     store_call = _store_caller()
 
     @app.post(NEW_SESSION, summary="Veraison: open a challenge-response session",
-              status_code=201, tags=["veraison"])
+              status_code=201, openapi_extra={"parameters": _QUERY},
+              responses=json_answer("The new session", SESSION_SCHEMA, status=201,
+                                    headers=_LOCATION, media=SESSION_MEDIA)
+              | problems(400, 406, 503))
     async def new_session(request: Request) -> JSONResponse:
         _need_session_media(request)
         q = request.query_params
@@ -206,7 +250,13 @@ def install(app: FastAPI, v: Verifier) -> None:
         return _session_answer(doc, 201, {"Location": f"session/{session_id}"})
 
     @app.post(BASE + "/session/{session_id}", summary="Veraison: submit Evidence",
-              tags=["veraison"], response_model=None)
+              response_model=None,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  t: {"schema": {"type": "string", "format": "binary"}}
+                  for t in EVIDENCE_TYPES}}},
+              responses=json_answer("The session, complete, with the EAR", SESSION_SCHEMA,
+                                    media=SESSION_MEDIA)
+              | problems(400, 404, 406, 409, 413, 415, 503))
     async def submit(session_id: str, request: Request) -> Response:
         _need_session_media(request)
         naming = naming_for(request.headers.get("accept"))
@@ -254,7 +304,8 @@ def install(app: FastAPI, v: Verifier) -> None:
         return _session_answer({**doc, "status": SESSION_COMPLETE})
 
     @app.get(BASE + "/session/{session_id}", summary="Veraison: the session as it stands",
-             tags=["veraison"])
+             responses=json_answer("The session", SESSION_SCHEMA, media=SESSION_MEDIA)
+             | problems(404, 406, 503))
     async def get_session(session_id: str, request: Request) -> JSONResponse:
         _need_session_media(request)
         doc = await store_call(v.store.get_session, session_id) \
@@ -264,7 +315,8 @@ def install(app: FastAPI, v: Verifier) -> None:
         return _session_answer(doc)
 
     @app.delete(BASE + "/session/{session_id}", summary="Veraison: delete the session",
-                status_code=204, tags=["veraison"], response_model=None)
+                status_code=204, response_model=None,
+                responses=_DELETED | problems(404, 503))
     async def delete_session(session_id: str) -> Response:
         gone = await store_call(v.store.delete_session, session_id) \
             if _valid_id(session_id) else False
@@ -273,7 +325,8 @@ def install(app: FastAPI, v: Verifier) -> None:
         return Response(status_code=204)
 
     @app.get(DISCOVERY, summary="Veraison: the verification service's discovery document",
-             tags=["veraison"])
+             responses=json_answer("The discovery document", DISCOVERY_SCHEMA,
+                                   media=DISCOVERY_MEDIA) | problems(406))
     async def discovery(request: Request) -> JSONResponse:
         header = request.headers.get("accept")
         if not (accepts(header, DISCOVERY_MEDIA) or accepts(header, "application/json")):

@@ -46,6 +46,10 @@ def client() -> TestClient:
         _CLIENT = TestClient(create_app(VerifierConfig(home=HOME, replay=False,
                                                        max_evidence_bytes=MAX)),
                              raise_server_exceptions=False)
+        # Entered once: one event loop and one thread pool for the whole run (a client
+        # used outside `with` starts new worker threads per request, and each thread
+        # opens its own SQLite connection).
+        _CLIENT.__enter__()
     return _CLIENT
 
 

@@ -31,6 +31,15 @@ from bytereplay.errors import EncodingError, TooLargeError
 MEDIA_CMW_JSON = "application/cmw+json"
 MEDIA_CMW_CBOR = "application/cmw+cbor"
 MEDIA_TYPES = (MEDIA_CMW_JSON, MEDIA_CMW_CBOR)
+# What Veraison's services also take (its Go client sends the vnd.veraison forms); the
+# unsuffixed ones are told apart by their first byte, as the draft's demultiplexer does.
+ALIASES = {
+    "application/vnd.veraison.cmw+json": MEDIA_CMW_JSON,
+    "application/vnd.veraison.cmw+cbor": MEDIA_CMW_CBOR,
+    "application/cmw": None,
+    "application/vnd.veraison.cmw": None,
+}
+ACCEPTED = (*MEDIA_TYPES, *ALIASES)
 IND_EVIDENCE = 4
 MAX_IND = 31  # the draft's registered bits (1..16)
 MAX_TYPE_CHARS = 256
@@ -57,9 +66,11 @@ def _check_ind(members: list[Any]) -> None:
 
 def unwrap(data: bytes, media: str, *, max_bytes: int) -> tuple[str, bytes]:
     """The (media type, value) in the CMW record `data` sent as `media`
-    (`application/cmw+json` or `application/cmw+cbor`)."""
+    (`application/cmw+json` or `application/cmw+cbor`, or one of `ALIASES`)."""
     if len(data) > max_bytes:
         raise TooLargeError(f"CMW over {max_bytes} bytes")
+    if media in ALIASES:
+        media = ALIASES[media] or (MEDIA_CMW_JSON if data[:1] == b"[" else MEDIA_CMW_CBOR)
     if media == MEDIA_CMW_JSON:
         doc = strict_json_loads(data, max_bytes=max_bytes)
         if not isinstance(doc, list) or len(doc) not in (2, 3):

@@ -36,7 +36,7 @@ with atheris.instrument_imports(include=["bytereplay.cmw", "bytereplay.web.accep
 HOME = Home.resolve(tempfile.mkdtemp(prefix="br-fuzz-veraison-"))
 atexit.register(shutil.rmtree, HOME.root, True)
 _CLIENT: TestClient | None = None
-CTYPES = [*EVIDENCE_TYPES, "text/plain", "", "application/cmw+json; charset=utf-8"]
+CTYPES = [*EVIDENCE_TYPES, *cmw.ALIASES, "text/plain", "", "application/cmw+json; charset=utf-8"]
 MAX = 64 * 1024
 
 

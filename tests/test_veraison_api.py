@@ -459,3 +459,23 @@ def test_openapi_describes_the_session_api(
     assert {"404", "406", "409", "415"} <= set(submit["responses"])
     disc = doc["paths"]["/.well-known/veraison/verification"]["get"]
     assert list(disc["responses"]["200"]["content"]) == [DISCOVERY_MT]
+
+
+@pytest.mark.parametrize("media", ["application/vnd.veraison.cmw+json",
+                                   "application/vnd.veraison.cmw+cbor", "application/cmw",
+                                   "application/vnd.veraison.cmw"])
+def test_veraison_cmw_aliases(media: str,
+                              served: tuple[TestClient, Verifier, EvidenceFactory]) -> None:
+    """What Veraison's Go client sends (application/vnd.veraison.cmw+cbor, ...) is read
+    too; the unsuffixed forms by their first byte."""
+    client, _, factory = served
+    wraps = {"json": (cmw.wrap_json,), "cbor": (cmw.wrap_cbor,)}.get(
+        media.rpartition("+")[2], (cmw.wrap_json, cmw.wrap_cbor))
+    for wrap in wraps:
+        url, s = open_session(client)
+        evidence = factory.make(unpadded_b64url(s["nonce"]))
+        assert isinstance(evidence, str)
+        r = client.post(url, content=wrap(JWT, evidence.encode()),
+                        headers={"Content-Type": media, **ACCEPT})
+        assert r.status_code == 200, r.text
+        assert r.json()["evidence"]["type"] == JWT

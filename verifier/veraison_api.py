@@ -28,7 +28,8 @@ Sessions (`application/vnd.veraison.challenge-response-session+json`):
   COSE_Sign1 CWT) that carries the run record, the request to replay, the quote and any
   external tokens inside its signed claims, so nothing travels beside it. A CMW record
   (`application/cmw+json` / `+cbor`, `bytereplay.cmw`) is unwrapped first; its inner
-  type must be an EAT type. Anything else is 415 with an `Accept` header listing the
+  type must be an EAT type (Veraison's aliases `application/vnd.veraison.cmw+json`,
+  `+cbor` and the unsuffixed forms are read too). Anything else is 415 with an `Accept` header listing the
   supported types; an empty body 400; an unknown (or expired) session 404; a session
   that already received Evidence 409 (Evidence is accepted once per session: two
   concurrent submissions race on `Store.claim_session`, one wins).
@@ -261,14 +262,14 @@ def install(app: FastAPI, v: Verifier) -> None:
         _need_session_media(request)
         naming = naming_for(request.headers.get("accept"))
         media = _media(request)
-        if media not in EVIDENCE_TYPES:
+        if media not in EAT_TYPES and media not in cmw.ACCEPTED:
             return _unsupported(request, f"content type {media or '(none)'!r} is not "
                                          f"accepted; send one of {', '.join(EVIDENCE_TYPES)}")
         body = await request.body()
         if not body:
             raise UsageError("the request body is empty; send the Evidence")
         inner, value = media, body
-        if media in cmw.MEDIA_TYPES:
+        if media in cmw.ACCEPTED:
             inner, value = cmw.unwrap(body, media, max_bytes=v.config.max_body_bytes)
             if inner not in EAT_TYPES:
                 return _unsupported(request, f"the CMW carries {inner!r}; the Evidence must "

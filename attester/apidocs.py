@@ -7,7 +7,8 @@ from bytereplay.web.apidocs import Schema
 
 # -- the attester's bodies --------------------------------------------------------------
 
-def attester_schemas(max_input_chars: int, max_new_tokens: int) -> dict[str, Schema]:
+def attester_schemas(max_input_chars: int, max_new_tokens: int, *,
+                     nonce_required: bool = True) -> dict[str, Schema]:
     """Request and answer schemas of the attester's routes, with this config's limits."""
     from attester.evidence import FORMATS
 
@@ -38,7 +39,7 @@ def attester_schemas(max_input_chars: int, max_new_tokens: int) -> dict[str, Sch
     }
     infer_request: Schema = {
         "title": "InferRequest", "type": "object", "additionalProperties": False,
-        "required": ["input", "nonce"],
+        "required": ["input", "nonce"] if nonce_required else ["input"],
         "properties": {
             "input": {"type": "string", "maxLength": max_input_chars,
                       "description": "the user input"},
@@ -47,7 +48,10 @@ def attester_schemas(max_input_chars: int, max_new_tokens: int) -> dict[str, Sch
                          "description": "prompt template; `{input}` marks where the input goes"},
             "decode": decode,
             "nonce": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$",
-                      "description": "the verifier's nonce (8..64 bytes), unpadded base64url"},
+                      "description": "the verifier's nonce (8..64 bytes), unpadded base64url"
+                                     + ("" if nonce_required else
+                                        "; without one, the configured Veraison-style "
+                                        "verifier's newSession gives it")},
             "challenge_window": window,
             "format": {"type": "string", "enum": list(FORMATS),
                        "description": "Evidence format (default: the configured one)"},
@@ -62,6 +66,12 @@ def attester_schemas(max_input_chars: int, max_new_tokens: int) -> dict[str, Sch
             "evidence": {"type": "string",
                          "description": "the signed EAT: a JWT, or a CWT as unpadded base64url"},
             "evidence_format": {"type": "string", "enum": list(FORMATS)},
+            "session": {"type": "string", "format": "uri",
+                        "description": "the Veraison session the nonce came from (no nonce "
+                                       "in the request, `veraison_verifier` configured): "
+                                       "POST the Evidence there"},
+            "result": {"type": "string",
+                       "description": "the verifier's EAR, when `veraison_submit` is on"},
         },
     }
     info: Schema = {

@@ -5,6 +5,8 @@
         "container_digest": "sha256:...",   # OCI digest of the running image
         "operator": "ops@example.org",
         "verifier_ref": "http://127.0.0.1:8702",
+        "veraison_verifier": null,          # a verifier's Veraison API base URL (below)
+        "veraison_submit": false,
         "model_dir": null,                  # null: the fixture model in the repo
         "device": "cpu", "dtype": "float32", "threads": 1,
         "evidence_format": "jwt",           # default when a request names none
@@ -18,6 +20,12 @@
         "max_body_bytes": 65536, "max_input_chars": 8192,
         "max_new_tokens": 256, "max_pending": 8
     }}
+
+`veraison_verifier` (an http(s) base URL, e.g. "http://127.0.0.1:8702"): a /v1/infer
+request without a `nonce` gets its challenge from that verifier's Veraison
+challenge-response API (`newSession`), and the answer names the `session` to POST the
+Evidence to. With `veraison_submit` the attester posts it there itself and adds the
+verifier's EAR as `result` (unchecked here: the relying party checks it).
 
 Every key is optional; unknown keys and wrong types are refused with a message that
 names the key. `BYTEREPLAY_CONTAINER_DIGEST` in the environment fills
@@ -49,6 +57,8 @@ class AttesterConfig:
     container_digest: str | None = None
     operator: str | None = None
     verifier_ref: str | None = None
+    veraison_verifier: str | None = None
+    veraison_submit: bool = False
     model_dir: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
@@ -125,8 +135,15 @@ def _validate(c: AttesterConfig) -> None:
     if c.container_digest is not None and not OCI_DIGEST_RE.match(c.container_digest):
         raise UsageError("container_digest: expected an OCI digest 'sha256:<64 hex>'")
     for name in ("operator", "verifier_ref", "model_dir", "tsm_root", "tdx_collateral_url",
-                 "tdx_collateral_cache", "evidence_key"):
+                 "tdx_collateral_cache", "evidence_key", "veraison_verifier"):
         text(name, getattr(c, name))
+    if c.veraison_verifier is not None and not c.veraison_verifier.startswith(
+            ("http://", "https://")):
+        raise UsageError("veraison_verifier: expected an http:// or https:// base URL")
+    if not isinstance(c.veraison_submit, bool):
+        raise UsageError("veraison_submit: expected true or false")
+    if c.veraison_submit and c.veraison_verifier is None:
+        raise UsageError("veraison_submit: needs veraison_verifier")
     if c.tdx_collateral_url is not None and not c.tdx_collateral_url.startswith(
             ("http://", "https://")):
         raise UsageError("tdx_collateral_url: expected an http:// or https:// PCS/PCCS base URL")

@@ -5,7 +5,10 @@
                       "challenge_window"?: {"issued_at", "expires_at"},
                       "format"?: "jwt" | "cwt"}
                   -> {"output", "output_hash", "evidence", "evidence_format"}
-                     (CWT evidence travels as unpadded base64url text)
+                     (CWT evidence travels as unpadded base64url text); with
+                     `veraison_verifier` configured the nonce may be left out: it comes
+                     from that verifier's newSession and the answer adds "session" (the
+                     session URL; "result", the EAR, with `veraison_submit`)
     GET  /v1/info    model digest and id, environment, provider, evidence key (JWK)
     GET  /healthz    200 once the model is loaded, 503 before
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -38,6 +42,7 @@ from attester.evidence import (
 )
 from attester.tee import QuoteProvider, make_provider
 from bytereplay import __version__, eat
+from bytereplay.encoding import b64url_decode
 from bytereplay.errors import BusyError, BytereplayError, MediaTypeError, NotReadyError, UsageError
 from bytereplay.evidence import FORMATS, evidence_text
 from bytereplay.home import Home
@@ -52,6 +57,7 @@ from bytereplay.request import (
     MAX_TEMPLATE_CHARS,
     check_decode,
 )
+from bytereplay.veraison_client import Session, VeraisonClient
 from bytereplay.web.access_log import AccessLog, configure_logging
 from bytereplay.web.apidocs import ServiceApp, json_answer, json_body, problems
 from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_body
@@ -276,6 +282,18 @@ class Attester:
 
 # -- the app --------------------------------------------------------------------------
 
+_STAND_IN = "A" * 43  # 32 zero bytes: replaced by the session's nonce before any use
+
+
+def _submit(client: VeraisonClient, session: Session, answer: dict[str, Any]) -> str | None:
+    """POST the answer's Evidence to its Veraison session; the EAR it completes with."""
+    fmt = answer["evidence_format"]
+    body = answer["evidence"].encode("ascii") if fmt == "jwt" else \
+        b64url_decode(answer["evidence"])
+    done = client.submit(session, body, eat.MEDIA_JWT if fmt == "jwt" else eat.MEDIA_CWT)
+    return done.result
+
+
 def _check_media_type(request: Request) -> None:
     ctype = request.headers.get("content-type")
     if ctype is None:
@@ -319,7 +337,11 @@ def create_app(config: AttesterConfig, *, home: Home | None = None,
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(AccessLog)  # outermost: it also logs what BodyLimit refuses
-    doc = attester_schemas(config.max_input_chars, config.max_new_tokens)
+    doc = attester_schemas(config.max_input_chars, config.max_new_tokens,
+                           nonce_required=config.veraison_verifier is None)
+    veraison = None
+    if config.veraison_verifier is not None:
+        veraison = VeraisonClient(config.veraison_verifier)
 
     @app.get("/healthz", summary="Readiness",
              description="200 once the model is loaded; 503 while it loads or if it failed.",
@@ -346,10 +368,22 @@ def create_app(config: AttesterConfig, *, home: Home | None = None,
     async def infer(request: Request) -> JSONResponse:
         _check_media_type(request)
         body = await read_json_body(request, config.max_body_bytes)
-        req = parse_infer_body(body, config)
+        # No nonce and a Veraison verifier configured: the body is checked first (with a
+        # stand-in nonce), then the challenge comes from a new session.
+        from_session = veraison is not None and isinstance(body, dict) and "nonce" not in body
+        req = parse_infer_body({**body, "nonce": _STAND_IN} if from_session else body, config)
         svc._engine()  # 503 before spending anything while the model loads
         with svc.slot():
+            session = None
+            if from_session and veraison is not None:
+                session = await run_in_threadpool(veraison.new_session)
+                req = dataclasses.replace(req, nonce=session.nonce)
             answer = await run_in_threadpool(svc.attest, req)
+            if session is not None and veraison is not None:
+                answer["session"] = session.url
+                if config.veraison_submit:
+                    answer["result"] = await run_in_threadpool(_submit, veraison, session,
+                                                               answer)
         return JSONResponse(answer)
 
     from attester.openai_api import install_openai_routes  # /v1/chat/completions, /v1/models

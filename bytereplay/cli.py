@@ -169,10 +169,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jwt", "cwt"), default=None)
     p.add_argument("--ear-profile", default=None,
                    help="EAR profile: draft-04 (default unless configured) or legacy, by name "
-                        "or URI")
+                        "or URI; with --verifier the one to ask for (default: legacy)")
     p.add_argument("--home", default=None)
     p.add_argument("--config", default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--verifier", default=None, metavar="URL",
+                   help="send the Evidence to this verifier's Veraison challenge-response API "
+                        "instead of appraising it here")
+    p.add_argument("--session", default=None, metavar="URL",
+                   help="with --verifier: the session to submit to (default: a new session "
+                        "with the Evidence's nonce)")
+    p.add_argument("--ear-keys", default=None, metavar="FILE|URL",
+                   help="with --verifier: the JWKS that checks the EAR")
+    p.add_argument("--ear-key-thumbprint", default=None, metavar="T",
+                   help="with --verifier: pin the discovery document's EAR key by its "
+                        "RFC 7638 thumbprint")
+    p.add_argument("--trust-discovery-key", action="store_true",
+                   help="with --verifier: check the EAR with the key the verifier publishes "
+                        "(trust on first use)")
+    p.add_argument("--wrap", choices=("cmw-json", "cmw-cbor"), default=None,
+                   help="with --verifier: send the EAT inside a CMW record")
     p.set_defaults(handler="verifier.cli:cmd_verify", extra="verifier", label="verify")
 
     p = sub.add_parser("appraise", help="apply a relying-party policy to an attestation result")

@@ -179,3 +179,25 @@ class QueueFull(BytereplayError):
     status = 503
     problem = "replay-queue-full"
     title = "Replay queue full"
+
+
+class ConflictError(BytereplayError):
+    """The resource is not in a state that allows the request (a session already used)."""
+
+    status = 409
+    problem = "conflict"
+    title = "Conflict"
+
+
+class UpstreamError(BytereplayError):
+    """A remote service answered with an error we have no closer type for, or could not
+    be reached; `status` is 502, `upstream_status` the remote's HTTP status (None when
+    no answer came)."""
+
+    status = 502
+    problem = "upstream"
+    title = "Upstream service error"
+
+    def __init__(self, detail: str, upstream_status: int | None = None) -> None:
+        super().__init__(detail)
+        self.upstream_status = upstream_status

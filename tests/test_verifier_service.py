@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from verifier_fixtures import (
     EvidenceFactory,
+    Served,
     evidence_factory,
     free_port,
     make_verifier,
@@ -245,27 +245,6 @@ def test_info_health_metrics(served: tuple[TestClient, Verifier, EvidenceFactory
 
 
 # -- a real server on loopback: 50 concurrent submissions of one Evidence ---------------------
-
-
-class Served:
-    def __init__(self, verifier: Verifier) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        config = uvicorn.Config(create_app(verifier.config, verifier=verifier), host="127.0.0.1",
-                                port=self.port, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])

@@ -92,6 +92,34 @@ def store_options(kind: str, request: pytest.FixtureRequest, prefix: str) -> dic
             "redis_prefix": prefix}
 
 
+class Served:
+    """The verifier sidecar app on a real loopback port (uvicorn in a thread)."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        import threading
+        import time
+
+        import uvicorn
+
+        from verifier.service import create_app
+
+        self.port = free_port()
+        config = uvicorn.Config(create_app(verifier.config, verifier=verifier), host="127.0.0.1",
+                                port=self.port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
 CONTAINER = "sha256:" + "ab" * 32  # the container digest `attest_once` records
 
 

@@ -18,6 +18,18 @@ warning at best.
 The run is replayed, as the sidecar does; `--no-replay` skips it (verdict `not-run`).
 Exit status: 0 when the status is affirming or warning, 1 when it is contraindicated or
 none, 2 on bad input.
+
+`--verifier URL` sends the Evidence to a verifier's Veraison challenge-response API
+instead (`bytereplay.veraison_client`; bytereplay's sidecar or a Veraison deployment):
+to the session `--session URL` when given, else to a new session opened with the
+Evidence's own nonce (`newSession?nonce=`; bytereplay's verifier takes a nonce it
+issued as it is, and refuses one already used). `--wrap cmw-json|cmw-cbor` sends the
+EAT inside a CMW record. The EAR is checked with keys the caller chose: `--ear-keys`
+(a JWKS file or URL), or the discovery document's key when pinned by
+`--ear-key-thumbprint` or accepted as published with `--trust-discovery-key`; with
+none of these the command refuses (exit 2) rather than print an unchecked result.
+`--ear-profile draft-04` asks for the draft EAR profile (default: the legacy profile
+Veraison's clients read).
 """
 
 from __future__ import annotations
@@ -28,8 +40,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bytereplay.ear import CHECKS, CLAIM, LEGACY, NOT_COVERED_CLAIM, flat_submod, peek
-from bytereplay.encoding import strict_json_loads
+from bytereplay import cmw
+from bytereplay.ear import CHECKS, CLAIM, LEGACY, NOT_COVERED_CLAIM, flat_submod, peek, profile_of
+from bytereplay.eat import MEDIA_CWT, MEDIA_JWT
+from bytereplay.encoding import b64url_decode, strict_json_loads
 from bytereplay.errors import BytereplayError, UsageError
 from bytereplay.home import Home
 from verifier import config as config_mod
@@ -112,6 +126,8 @@ def render(result_json: dict[str, Any], claims: dict[str, Any]) -> str:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     data, fmt = read_evidence(args.evidence, args.format)
+    if getattr(args, "verifier", None):
+        return verify_remote(args, data, fmt)
     home = Home.resolve(args.home)
     cfg = config_mod.load(home, args.config).replace(nonce_mode="store-if-known")
     if args.replay:
@@ -130,3 +146,61 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(render(out, claims))
     return 0 if result.status in ("affirming", "warning") else 1
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from bytereplay.jwks import KeySet
+    from bytereplay.veraison_client import VeraisonClient
+
+    keys = None
+    if args.ear_keys:
+        source = args.ear_keys
+        keys = KeySet(source if source.startswith(("http://", "https://")) else Path(source))
+    if keys is None and args.ear_key_thumbprint is None and not args.trust_discovery_key:
+        raise UsageError("--verifier: say which key checks the EAR: --ear-keys FILE|URL, "
+                         "--ear-key-thumbprint T (pin the discovery key) or "
+                         "--trust-discovery-key (accept the key the verifier publishes)")
+    return VeraisonClient(args.verifier, ear_keys=keys,
+                          discovery_key_thumbprint=args.ear_key_thumbprint,
+                          trust_discovery_key=args.trust_discovery_key)
+
+
+def verify_remote(args: argparse.Namespace, data: bytes | str, fmt: str | None) -> int:
+    """`bytereplay verify EVIDENCE --verifier URL`: one Veraison session (see above)."""
+    from bytereplay.evidence import decode_evidence
+
+    if fmt is None:
+        raise UsageError("--verifier: give --format jwt or cwt for this Evidence")
+    body = data.encode("ascii") if isinstance(data, str) and fmt == "jwt" else \
+        b64url_decode(data) if isinstance(data, str) else data
+    media = MEDIA_JWT if fmt == "jwt" else MEDIA_CWT
+    if args.wrap:
+        form = args.wrap.removeprefix("cmw-")
+        body = cmw.wrap_json(media, body) if form == "json" else cmw.wrap_cbor(media, body)
+        media = f"application/cmw+{form}"
+    client = _client(args)
+    # Without --session: a new one with the Evidence's own nonce (read by decoding it,
+    # which checks its signature by its cnf key on the way).
+    session = args.session or client.new_session(nonce=decode_evidence(data, fmt).nonce)
+    accept = f'application/eat+jwt; eat_profile="{profile_of(args.ear_profile).uri}"' \
+        if args.ear_profile else None
+    done = client.submit(session, body, media, accept=accept)
+    if done.status != "complete":
+        raise UsageError(f"the session {done.url} ended {done.status}, without a result")
+    verified = client.verify_result(done)
+    status = verified.status or "none"
+    if args.json:
+        print(json.dumps({"session": done.url, "status": status, "result": done.result,
+                          "ear": verified.claims}, indent=2, ensure_ascii=False))
+    elif verified.ear is not None:
+        sub = verified.claims["submods"]["bytereplay"]
+        print(f"session: {done.url}")
+        print(render({"status": status, "result": done.result,
+                      "replay": sub.get("bytereplay.replay", {})}, verified.claims))
+    else:
+        print(f"session: {done.url}")
+        print(f"status: {status}")
+        for name, sub in verified.claims.get("submods", {}).items():
+            print(f"  {name}: {sub.get('ear.status') or sub.get('ear_status')}")
+        print(f"result (EAR JWT): {done.result}")
+    return 0 if status in ("affirming", "warning") else 1

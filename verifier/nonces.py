@@ -16,6 +16,16 @@ A nonce is issued with an expiry and consumed atomically on first use:
 A second use, an unknown nonce and an expired one are each refused with
 `NonceRefused(reason)`, reason one of `REASONS`.
 
+A nonce may also be given by the client (`register`, the Veraison session API's
+`?nonce=`): an unknown one is stored as issued now; one this store issued and that is
+still fresh is taken as it is (its window unchanged); a used or expired one is refused.
+
+Challenge-response sessions (`verifier.veraison_api`) live beside their nonce, in the
+same store, and expire with it: a session row/key holds its state (`waiting`,
+`processing`, `complete`, `failed`) and its JSON document. `claim_session` moves a
+session from `waiting` to `processing` atomically, so of two submissions to one
+session exactly one is appraised, whichever process of a fleet receives them.
+
 Async results are written twice: a `pending` marker when the job is accepted and the
 whole result, in one write, when it completes. A reader sees one or the other, never
 a half-written result.
@@ -45,6 +55,8 @@ if TYPE_CHECKING:
 UNKNOWN, REUSED, EXPIRED = "unknown", "reused", "expired"
 REASONS = (UNKNOWN, REUSED, EXPIRED)
 PENDING, DONE = "pending", "done"
+SESSION_WAITING, SESSION_PROCESSING = "waiting", "processing"
+SESSION_COMPLETE, SESSION_FAILED = "complete", "failed"
 # How long a consumed or expired nonce is remembered, so a late reuse reads as
 # "reused"/"expired" rather than "unknown" (it is refused either way).
 TOMBSTONE_S = 3600.0
@@ -125,6 +137,26 @@ class Store(Protocol):
         """'fresh', a refusal reason, or None when this store never saw it (no change)."""
         ...
 
+    def register(self, nonce: bytes, ttl: float | None = None) -> IssuedNonce:
+        """Store a client-given nonce as issued (see the module text); `NonceRefused`
+        when it was used or has expired."""
+        ...
+
+    def put_session(self, session_id: str, doc: dict[str, Any], expires_at: float) -> None: ...
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session's document with its `status`; None when unknown or expired."""
+        ...
+
+    def claim_session(self, session_id: str) -> str | None:
+        """Move a `waiting` session to `processing`; returns the state it was in (so
+        `waiting` means this call claimed it), None when unknown or expired."""
+        ...
+
+    def update_session(self, session_id: str, status: str, doc: dict[str, Any]) -> None: ...
+
+    def delete_session(self, session_id: str) -> bool: ...
+
     def put_pending(self, result_id: str) -> None: ...
 
     def put_result(self, result_id: str, doc: dict[str, Any]) -> None: ...
@@ -142,6 +174,12 @@ def new_nonce(size: int) -> bytes:
     return secrets.token_bytes(size)
 
 
+def check_nonce(nonce: bytes) -> None:
+    """A client-given nonce: bytes of NONCE_MIN..NONCE_MAX."""
+    if not isinstance(nonce, bytes) or not NONCE_MIN <= len(nonce) <= NONCE_MAX:
+        raise UsageError(f"a nonce is {NONCE_MIN}..{NONCE_MAX} bytes")
+
+
 def new_result_id() -> str:
     return secrets.token_urlsafe(16)
 
@@ -155,6 +193,12 @@ CREATE TABLE IF NOT EXISTS nonces (
     used_at REAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (expires_at);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -238,6 +282,59 @@ class SqliteStore:
             return IssuedNonce(nonce, float(rows[0][0]), float(rows[0][1]))
         raise NonceRefused(self._reason(nonce, now) or UNKNOWN)
 
+    def register(self, nonce: bytes, ttl: float | None = None) -> IssuedNonce:
+        check_nonce(nonce)
+        now = self.clock()
+        conn = self._conn()
+        conn.execute("INSERT INTO nonces (nonce, issued_at, expires_at) VALUES (?, ?, ?) "
+                     "ON CONFLICT(nonce) DO NOTHING",
+                     (nonce, now, now + (ttl if ttl is not None else self.ttl)))
+        row = conn.execute("SELECT issued_at, expires_at, used FROM nonces WHERE nonce = ?",
+                           (nonce,)).fetchone()
+        if row is None:  # gc'd between the two statements: a tombstone just expired
+            raise NonceRefused(EXPIRED)
+        if row[2]:
+            raise NonceRefused(REUSED)
+        if float(row[1]) <= now:
+            raise NonceRefused(EXPIRED)
+        return IssuedNonce(nonce, float(row[0]), float(row[1]))
+
+    def put_session(self, session_id: str, doc: dict[str, Any], expires_at: float) -> None:
+        self._conn().execute(
+            "INSERT INTO sessions (id, state, doc, expires_at) VALUES (?, ?, ?, ?)",
+            (session_id, str(doc["status"]), json.dumps(doc, separators=(",", ":")),
+             expires_at))
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT state, doc FROM sessions WHERE id = ? AND "
+                                   "expires_at > ?", (session_id, self.clock())).fetchone()
+        if row is None:
+            return None
+        doc: dict[str, Any] = json.loads(row[1])
+        return {**doc, "status": row[0]}
+
+    def claim_session(self, session_id: str) -> str | None:
+        now = self.clock()
+        conn = self._conn()
+        won = conn.execute("UPDATE sessions SET state = ? WHERE id = ? AND state = ? AND "
+                           "expires_at > ? RETURNING id",
+                           (SESSION_PROCESSING, session_id, SESSION_WAITING, now)).fetchall()
+        if won:
+            return SESSION_WAITING
+        row = conn.execute("SELECT state FROM sessions WHERE id = ? AND expires_at > ?",
+                           (session_id, now)).fetchone()
+        return None if row is None else str(row[0])
+
+    def update_session(self, session_id: str, status: str, doc: dict[str, Any]) -> None:
+        self._conn().execute("UPDATE sessions SET state = ?, doc = ? WHERE id = ?",
+                             (status, json.dumps({**doc, "status": status},
+                                                 separators=(",", ":")), session_id))
+
+    def delete_session(self, session_id: str) -> bool:
+        n = self._conn().execute("DELETE FROM sessions WHERE id = ? AND expires_at > ?",
+                                 (session_id, self.clock())).rowcount
+        return bool(n)
+
     def _reason(self, nonce: bytes, now: float) -> str | None:
         rows, _ = self._run("SELECT used, expires_at FROM nonces WHERE nonce = ?", (nonce,))
         if not rows:
@@ -255,6 +352,7 @@ class SqliteStore:
         now = self.clock()
         _, n = self._run("DELETE FROM nonces WHERE expires_at < ?", (now - TOMBSTONE_S,))
         self._run("DELETE FROM results WHERE expires_at < ?", (now,))
+        self._run("DELETE FROM sessions WHERE expires_at < ?", (now,))
         return int(n)
 
     def put_pending(self, result_id: str) -> None:
@@ -316,6 +414,31 @@ return v
 """
 
 
+# KEYS[1] nonce key, KEYS[2] its tombstone; ARGV[1] value, ARGV[2] key ttl (ms).
+# Returns the stored value (new or already there), or "!reused".
+_REGISTER_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return '!reused' end
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+return redis.call('GET', KEYS[1])
+"""
+
+# KEYS[1] session hash. Returns the state before (claimed when 'waiting'), or false.
+_CLAIM_LUA = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state == 'waiting' then redis.call('HSET', KEYS[1], 'state', 'processing') end
+return state
+"""
+
+# KEYS[1] session hash; ARGV[1] state, ARGV[2] doc. Only an existing session is updated
+# (none comes back after its expiry or a DELETE).
+_UPDATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'doc', ARGV[2])
+return 1
+"""
+
+
 class RedisStore:
     """Nonces and results in Redis, for a fleet of verifier replicas."""
 
@@ -330,6 +453,9 @@ class RedisStore:
         self.client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0,
                                            health_check_interval=30)
         self._consume = self.client.register_script(_CONSUME_LUA)
+        self._register = self.client.register_script(_REGISTER_LUA)
+        self._claim = self.client.register_script(_CLAIM_LUA)
+        self._update = self.client.register_script(_UPDATE_LUA)
 
     def _nkey(self, nonce: bytes) -> str:
         return f"{self.prefix}nonce:{b64url_encode(nonce)}"
@@ -339,6 +465,9 @@ class RedisStore:
 
     def _rkey(self, result_id: str) -> str:
         return f"{self.prefix}result:{result_id}"
+
+    def _skey(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}"
 
     def issue(self, size: int = NONCE_DEFAULT, ttl: float | None = None) -> IssuedNonce:
         nonce = new_nonce(size)
@@ -363,6 +492,49 @@ class RedisStore:
             raise NonceRefused(reason if reason in REASONS else UNKNOWN)
         issued_ms, _, expires_ms = text.partition(":")
         return IssuedNonce(nonce, int(issued_ms) / 1000, int(expires_ms) / 1000)
+
+    def register(self, nonce: bytes, ttl: float | None = None) -> IssuedNonce:
+        check_nonce(nonce)
+        now = self.clock()
+        life = ttl if ttl is not None else self.ttl
+        value = f"{int(now * 1000)}:{int((now + life) * 1000)}"
+        out = self._register(keys=[self._nkey(nonce), self._tkey(nonce)],
+                             args=[value, int((life + TOMBSTONE_S) * 1000)])
+        text = out.decode() if isinstance(out, bytes) else str(out)
+        if text.startswith("!"):
+            raise NonceRefused(REUSED)
+        issued_ms, _, expires_ms = text.partition(":")
+        if int(expires_ms) <= int(now * 1000):
+            raise NonceRefused(EXPIRED)
+        return IssuedNonce(nonce, int(issued_ms) / 1000, int(expires_ms) / 1000)
+
+    def put_session(self, session_id: str, doc: dict[str, Any], expires_at: float) -> None:
+        key = self._skey(session_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(key, mapping={"state": str(doc["status"]),
+                                "doc": json.dumps(doc, separators=(",", ":"))})
+        pipe.pexpireat(key, int(expires_at * 1000))
+        pipe.execute()
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        state, text = self.client.hmget(self._skey(session_id), ["state", "doc"])
+        if state is None or text is None:
+            return None
+        doc: dict[str, Any] = json.loads(text)
+        return {**doc, "status": state.decode() if isinstance(state, bytes) else str(state)}
+
+    def claim_session(self, session_id: str) -> str | None:
+        out = self._claim(keys=[self._skey(session_id)])
+        if out is None:
+            return None
+        return out.decode() if isinstance(out, bytes) else str(out)
+
+    def update_session(self, session_id: str, status: str, doc: dict[str, Any]) -> None:
+        text = json.dumps({**doc, "status": status}, separators=(",", ":"))
+        self._update(keys=[self._skey(session_id)], args=[status, text])
+
+    def delete_session(self, session_id: str) -> bool:
+        return bool(self.client.delete(self._skey(session_id)))
 
     def peek(self, nonce: bytes) -> str | None:
         value = self.client.get(self._nkey(nonce))

@@ -64,6 +64,7 @@ from verifier.appraisal_policy import AppraisalPolicy
 from verifier.config import VerifierConfig
 from verifier.external import ExternalVerifier
 from verifier.metrics import Metrics
+from verifier.nonces import UNKNOWN as UNKNOWN_NONCE
 from verifier.nonces import (
     IssuedNonce,
     NonceRefused,
@@ -107,6 +108,7 @@ class Inputs:
     external_tokens: list[Any] | None = None
     replay_method: str | None = None  # None: the configured one
     profile: str | None = None  # the EAR profile; None: the configured one
+    session_nonce: bytes | None = None  # a session's nonce: the Evidence must carry it
 
 
 @dataclass
@@ -260,11 +262,18 @@ def step_measurements(a: Appraisal) -> None:
         a.checks["measurements"] = OK
 
 
-def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics) -> None:
+def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics,
+               session_nonce: bytes | None = None) -> None:
     if not a.bound or a.decoded is None:
         a.checks["nonce"] = "not run: the Evidence is not bound to a TEE, so its nonce is left alone"
         return
     nonce: bytes = a.decoded.nonce
+    if session_nonce is not None and nonce != session_nonce:
+        # Another nonce (perhaps fresh, issued for someone else) is left alone.
+        a.facts["nonce"] = UNKNOWN_NONCE
+        a.checks["nonce"] = "refused: the Evidence's nonce is not this session's nonce"
+        metrics.child(metrics.nonce_refusals, UNKNOWN_NONCE).inc()
+        return
     try:
         if mode == "store-if-known" and store.peek(nonce) is None:
             a.facts["nonce"] = "not-checked"
@@ -374,8 +383,8 @@ class Step:
     gates: tuple[str, ...] = ()
 
 
-def _nonce(v: Verifier, a: Appraisal, _: Inputs) -> None:
-    step_nonce(a, v.store, v.config.nonce_mode, v.metrics)
+def _nonce(v: Verifier, a: Appraisal, i: Inputs) -> None:
+    step_nonce(a, v.store, v.config.nonce_mode, v.metrics, i.session_nonce)
 
 
 STEPS: tuple[Step, ...] = (
@@ -520,16 +529,20 @@ class Verifier:
 
     def begin(self, data: bytes | str, fmt: str | None = None, *, replay: bool = True,
               external_tokens: list[Any] | None = None,
-              replay_method: str | None = None, profile: str | None = None) -> Appraisal:
+              replay_method: str | None = None, profile: str | None = None,
+              session_nonce: bytes | None = None) -> Appraisal:
         """Every step up to replay. Raises only `TooLargeError`, `StoreUnavailable` and,
         before anything is consumed, `UsageError` for an unknown `replay_method` (the
         caller's choice for this appraisal, e.g. `full` where its relying party's policy
         asks for a full replay; None: the configured method) or an unknown EAR `profile`
-        (a URI or a short name, `bytereplay.ear.profile_of`; None: the configured one)."""
+        (a URI or a short name, `bytereplay.ear.profile_of`; None: the configured one).
+        `session_nonce` (a challenge-response session's) refuses Evidence bound to any
+        other nonce without touching that nonce."""
         check_replay_method(replay_method)
         if profile is not None:
             ear.profile_of(profile)
-        inputs = Inputs(data, fmt, replay, external_tokens, replay_method, profile)
+        inputs = Inputs(data, fmt, replay, external_tokens, replay_method, profile,
+                        session_nonce)
         a = Appraisal(inputs=inputs)
         for step in BEFORE_REPLAY:
             step.run(self, a, inputs)

@@ -34,6 +34,8 @@
     GET  /healthz                200 once ready (store reachable)
     GET  /metrics                Prometheus text
     GET  /openapi.json, /docs    the API description and a page rendering it (no CDN)
+    Veraison's challenge-response API (/challenge-response/v1/newSession, .../session/{id})
+    and GET /.well-known/veraison/verification: `verifier.veraison_api`
 
 Where no step can wait on the network (SQLite, no collateral URL), nonces are issued and
 Evidence is appraised up to replay on the event loop; otherwise in a thread
@@ -90,7 +92,7 @@ from bytereplay.web.http import BodyLimit, install_problem_handlers, read_json_b
 from bytereplay.web.serving import bind, reuse_port_twins, serve, serve_workers, url_of
 from verifier import apidocs as doc
 from verifier import config as config_mod
-from verifier import provisioning
+from verifier import provisioning, veraison_api
 from verifier.config import VerifierConfig
 from verifier.nonces import SqliteStore
 from verifier.pipeline import Appraisal, Verifier, check_replay_method
@@ -427,6 +429,8 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
     async def metrics() -> Response:
         await run_in_threadpool(v.refresh_metrics)
         return Response(v.metrics.render(), media_type=v.metrics.content_type)
+
+    veraison_api.install(app, v)
 
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(AccessLog)  # outermost: it also logs what BodyLimit refuses

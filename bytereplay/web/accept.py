@@ -15,6 +15,12 @@
 - nothing acceptable, or EAR ranges that name only unknown profiles (even beside JSON or
   `*/*`: a client that names a profile wants that profile): `NotAcceptableError` (406),
   naming the profiles this service writes.
+
+`accepts(header, media_type)` says whether `media_type` is allowed: a missing or empty
+header allows everything, otherwise the most specific matching range (exact, `type/*`,
+`*/*`) decides, with `q > 0`. `requested_param(header, name)` is the first value of
+parameter `name` on any acceptable range (e.g. `eat_profile`). `media_ranges(header)` is
+`parse_accept` that also takes a missing header.
 """
 
 from __future__ import annotations
@@ -150,3 +156,34 @@ def _refuse(unknown: list[str]) -> NotAcceptableError:
     what = f"eat_profile {unknown[0][:100]!r} is not one this verifier writes" if unknown \
         else "no acceptable media type"
     return NotAcceptableError(f"{what}; it answers application/json or {known}")
+
+
+def media_ranges(header: str | None) -> list[MediaRange]:
+    """The ranges of `header`, in order (empty for a missing header)."""
+    if header is None or not header.strip():
+        return []
+    return parse_accept(header)
+
+
+def accepts(header: str | None, media_type: str) -> bool:
+    """Whether a response of `media_type` is acceptable to a client that sent `header`."""
+    if header is None or not header.strip():
+        return True
+    wanted = media_type.lower()
+    main = wanted.split("/", 1)[0]
+    best: float | None = None
+    specificity = -1
+    for r in parse_accept(header):
+        level = 2 if r.type == wanted else 1 if r.type == f"{main}/*" else \
+            0 if r.type == "*/*" else -1
+        if level > specificity:  # the most specific range decides (RFC 9110 12.5.1)
+            specificity, best = level, r.q
+    return best is not None and best > 0
+
+
+def requested_param(header: str | None, name: str) -> str | None:
+    """The first value of parameter `name` on any acceptable range of `header`."""
+    for r in media_ranges(header):
+        if r.q > 0 and name.lower() in r.params:
+            return r.params[name.lower()]
+    return None

@@ -47,6 +47,7 @@ PROBLEM_TEXT = {
     405: "Method not allowed",
     406: "The Accept header admits no answer given here (every type excluded, or an "
          "unknown eat_profile)",
+    409: "The resource's state does not allow the request",
     413: "Request body over the configured limit",
     415: "Unsupported content type",
     503: "Not ready, busy, or a dependency unavailable; retry later",
@@ -60,10 +61,11 @@ def problems(*codes: int) -> Responses:
 
 
 def json_answer(description: str, schema: Schema, *, status: int = 200,
-                headers: dict[str, Any] | None = None) -> Responses:
-    """A `responses=` entry for a JSON answer."""
+                headers: dict[str, Any] | None = None,
+                media: str = "application/json") -> Responses:
+    """A `responses=` entry for a JSON answer (of `media`, a JSON media type)."""
     entry: dict[str, Any] = {"description": description,
-                             "content": {"application/json": {"schema": schema}}}
+                             "content": {media: {"schema": schema}}}
     if headers:
         entry["headers"] = headers
     return {status: entry}

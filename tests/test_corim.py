@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from verifier_fixtures import evidence_factory, generate, make_verifier, new_home
 
 from bytereplay import corim
-from bytereplay.ear import peek
+from bytereplay.ear import flat_submod, peek
 from bytereplay.encoding import b64url_decode
 from bytereplay.errors import CorimError, SignatureError
 from bytereplay.home import Home
@@ -127,7 +127,7 @@ def appraise(client: TestClient, home: Home) -> dict[str, Any]:
     evidence = evidence_factory(home).make(nonce)
     r = client.post("/v1/verify?replay=false", content=evidence, headers={"content-type": JWT})
     assert r.status_code == 200, r.text
-    sub: dict[str, Any] = peek(r.json()["result"])["submods"]["bytereplay"]
+    sub: dict[str, Any] = flat_submod(peek(r.json()["result"]))
     return sub
 
 
@@ -190,7 +190,7 @@ def test_corim_and_json_values_appraise_alike(tmp_path: Path) -> None:
             try:
                 result = verifier.appraise(evidence_factory(home).make(
                     verifier.issue_nonce().nonce))
-                sub = peek(result.token)["submods"]["bytereplay"]
+                sub = flat_submod(peek(result.token))
                 outcomes.append((sub["ear.trustworthiness-vector"], sub["bytereplay.checks"]["reference"]))
             finally:
                 verifier.close()

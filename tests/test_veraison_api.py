@@ -36,7 +36,7 @@ from verifier_fixtures import (
 )
 
 from bytereplay import cmw
-from bytereplay.ear import PROFILE_DRAFT
+from bytereplay.ear import PROFILE_DRAFT, flat_submod
 from verifier.config import VerifierConfig
 from verifier.nonces import (
     EXPIRED,
@@ -234,7 +234,7 @@ def test_nonce_reuse_refused(served: tuple[TestClient, Verifier, EvidenceFactory
     assert client.get(url).json() == first.json()
     # the session's nonce through /v1/verify: consumed already
     r = client.post("/v1/verify", content=evidence, headers={"Content-Type": JWT})
-    sub = ear_claims(r.json()["result"], discovery)["submods"]["bytereplay"]
+    sub = flat_submod(ear_claims(r.json()["result"], discovery))  # /v1/verify: draft-04
     assert r.json()["status"] == "contraindicated"
     assert sub["bytereplay.checks"]["nonce"].startswith("refused: nonce was already used")
     # and the other way round: /v1/verify first, then the session gets a negative EAR

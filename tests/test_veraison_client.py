@@ -253,7 +253,7 @@ def test_cli_verify_against_a_verifier(live: tuple[str, Verifier, EvidenceFactor
     assert main(["verify", str(path), "--verifier", url, "--ear-keys", str(jwks),
                  "--wrap", "cmw-cbor", "--ear-profile", "draft-04", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["status"] == "warning" and doc["ear"]["eat_profile"] == ear.PROFILES["draft"]
+    assert doc["status"] == "warning" and doc["ear"]["eat_profile"] == ear.PROFILE_DRAFT
     # --session: a session opened first, the Evidence made for its nonce
     client = VeraisonClient(url)
     session = client.new_session()

@@ -285,14 +285,14 @@ class SqliteStore:
     def register(self, nonce: bytes, ttl: float | None = None) -> IssuedNonce:
         check_nonce(nonce)
         now = self.clock()
-        conn = self._conn()
-        conn.execute("INSERT INTO nonces (nonce, issued_at, expires_at) VALUES (?, ?, ?) "
-                     "ON CONFLICT(nonce) DO NOTHING",
-                     (nonce, now, now + (ttl if ttl is not None else self.ttl)))
-        row = conn.execute("SELECT issued_at, expires_at, used FROM nonces WHERE nonce = ?",
-                           (nonce,)).fetchone()
-        if row is None:  # gc'd between the two statements: a tombstone just expired
+        self._run("INSERT INTO nonces (nonce, issued_at, expires_at) VALUES (?, ?, ?) "
+                  "ON CONFLICT(nonce) DO NOTHING",
+                  (nonce, now, now + (ttl if ttl is not None else self.ttl)))
+        rows, _ = self._run("SELECT issued_at, expires_at, used FROM nonces WHERE nonce = ?",
+                            (nonce,))
+        if not rows:  # gc'd between the two statements: a tombstone just expired
             raise NonceRefused(EXPIRED)
+        row = rows[0]
         if row[2]:
             raise NonceRefused(REUSED)
         if float(row[1]) <= now:
@@ -300,39 +300,37 @@ class SqliteStore:
         return IssuedNonce(nonce, float(row[0]), float(row[1]))
 
     def put_session(self, session_id: str, doc: dict[str, Any], expires_at: float) -> None:
-        self._conn().execute(
-            "INSERT INTO sessions (id, state, doc, expires_at) VALUES (?, ?, ?, ?)",
-            (session_id, str(doc["status"]), json.dumps(doc, separators=(",", ":")),
-             expires_at))
+        self._run("INSERT INTO sessions (id, state, doc, expires_at) VALUES (?, ?, ?, ?)",
+                  (session_id, str(doc["status"]), json.dumps(doc, separators=(",", ":")),
+                   expires_at))
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
-        row = self._conn().execute("SELECT state, doc FROM sessions WHERE id = ? AND "
-                                   "expires_at > ?", (session_id, self.clock())).fetchone()
-        if row is None:
+        rows, _ = self._run("SELECT state, doc FROM sessions WHERE id = ? AND expires_at > ?",
+                            (session_id, self.clock()))
+        if not rows:
             return None
-        doc: dict[str, Any] = json.loads(row[1])
-        return {**doc, "status": row[0]}
+        doc: dict[str, Any] = json.loads(rows[0][1])
+        return {**doc, "status": rows[0][0]}
 
     def claim_session(self, session_id: str) -> str | None:
         now = self.clock()
-        conn = self._conn()
-        won = conn.execute("UPDATE sessions SET state = ? WHERE id = ? AND state = ? AND "
+        won, _ = self._run("UPDATE sessions SET state = ? WHERE id = ? AND state = ? AND "
                            "expires_at > ? RETURNING id",
-                           (SESSION_PROCESSING, session_id, SESSION_WAITING, now)).fetchall()
+                           (SESSION_PROCESSING, session_id, SESSION_WAITING, now))
         if won:
             return SESSION_WAITING
-        row = conn.execute("SELECT state FROM sessions WHERE id = ? AND expires_at > ?",
-                           (session_id, now)).fetchone()
-        return None if row is None else str(row[0])
+        rows, _ = self._run("SELECT state FROM sessions WHERE id = ? AND expires_at > ?",
+                            (session_id, now))
+        return None if not rows else str(rows[0][0])
 
     def update_session(self, session_id: str, status: str, doc: dict[str, Any]) -> None:
-        self._conn().execute("UPDATE sessions SET state = ?, doc = ? WHERE id = ?",
-                             (status, json.dumps({**doc, "status": status},
-                                                 separators=(",", ":")), session_id))
+        self._run("UPDATE sessions SET state = ?, doc = ? WHERE id = ?",
+                  (status, json.dumps({**doc, "status": status}, separators=(",", ":")),
+                   session_id))
 
     def delete_session(self, session_id: str) -> bool:
-        n = self._conn().execute("DELETE FROM sessions WHERE id = ? AND expires_at > ?",
-                                 (session_id, self.clock())).rowcount
+        _, n = self._run("DELETE FROM sessions WHERE id = ? AND expires_at > ?",
+                         (session_id, self.clock()))
         return bool(n)
 
     def _reason(self, nonce: bytes, now: float) -> str | None:

@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from bytereplay.eat import gpu_nonce
 from bytereplay.encoding import b64url_encode
 from verifier.tee import nvidia_spdm as spdm
 from verifier.tee.base import SchemeTrust
-from verifier.tee.nvidia import FWID_SHA384_PREFIX, OID_DICE_TCB_INFO, gpu_nonce
+from verifier.tee.nvidia import FWID_SHA384_PREFIX, OID_DICE_TCB_INFO
 
 NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC)
 NOT_AFTER = datetime(2049, 12, 31, tzinfo=UTC)

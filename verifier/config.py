@@ -42,6 +42,7 @@ def default_model_folder() -> Path:
     return path.parent if path.is_file() else path
 
 STORES = ("sqlite", "redis")
+EXTERNAL_KINDS = ("jwt", "nras", "ita")
 NONCE_MODES = ("required", "store-if-known")
 # Service names reach the Rego policy's reasons: keep them to plain characters.
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -49,11 +50,18 @@ SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 @dataclass(frozen=True)
 class ExternalService:
-    """An attestation service whose tokens this verifier accepts (ITA / NRAS style)."""
+    """An attestation service whose tokens this verifier accepts (ITA / NRAS style).
+
+    `kind` says how its tokens read: `jwt` (any claims, verified only), `nras` (NVIDIA
+    NRAS: a platform token and one token per GPU, `verifier.nras`) or `ita` (Intel Trust
+    Authority TDX claims, `verifier.ita`). `jwks_cache`: a file where a JWKS fetched from
+    a URL is kept, used when the URL cannot be reached."""
 
     name: str
     jwks: str  # http(s) URL or file path of the service's JWKS
     issuer: str
+    kind: str = "jwt"
+    jwks_cache: Path | None = None
     audience: str | None = None
     algorithms: tuple[str, ...] = EXTERNAL_ALGS
     leeway_s: float = 30.0
@@ -149,8 +157,9 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
                      "refuses its quotes (hardware contraindicated); simulated is always "
                      "configured, trusting the CAs above plus its roots"),
     "external": ((list,), "attestation services whose tokens are accepted: objects with "
-                          "name, jwks (URL or file), issuer, audience?, algorithms?, leeway_s?, "
-                          "jwks_ttl_s?, refetch_cooldown_s?"),
+                          "name, jwks (URL or file), issuer, kind? (jwt, nras or ita; default "
+                          "jwt), jwks_cache? (file keeping the last JWKS fetched from a URL), "
+                          "audience?, algorithms?, leeway_s?, jwks_ttl_s?, refetch_cooldown_s?"),
     "reference_values": ((str,), "JSON file of allowed model digests, container digests and "
                                  "runtimes (none: no reference-value claim)"),
     "policy": ((str,), "Rego appraisal policy (default policies/appraisal.rego)"),
@@ -211,6 +220,12 @@ def _external(base: Path, items: list[Any]) -> tuple[ExternalService, ...]:
             if not isinstance(algs, list) or not algs or not all(a in EXTERNAL_ALGS for a in algs):
                 raise UsageError(f"{where}.algorithms: a non-empty subset of {list(EXTERNAL_ALGS)}")
             kwargs["algorithms"] = tuple(algs)
+        if item.get("kind", "jwt") not in EXTERNAL_KINDS:
+            raise UsageError(f"{where}.kind: one of {list(EXTERNAL_KINDS)}")
+        if "jwks_cache" in item:
+            if not isinstance(item["jwks_cache"], str) or not item["jwks_cache"]:
+                raise UsageError(f"{where}.jwks_cache: a file path (text)")
+            kwargs["jwks_cache"] = _path(base, item["jwks_cache"])
         if "audience" in item and not isinstance(item["audience"], (str, type(None))):
             raise UsageError(f"{where}.audience: text or null")
         for key in ("leeway_s", "jwks_ttl_s", "refetch_cooldown_s"):

@@ -280,14 +280,19 @@ def step_preflight(a: Appraisal) -> None:
         f"incomplete: {len(missing)} item(s) missing ({', '.join(missing)})"
 
 
-def step_external(a: Appraisal, external: ExternalVerifier, attached: list[Any] | None) -> None:
+def step_external(a: Appraisal, external: ExternalVerifier, attached: list[Any] | None,
+                  at: datetime) -> None:
     tokens: list[Any] = list(attached or [])
-    if a.decoded is not None and eat.EXTERNAL_TOKENS in a.decoded.claims:
-        claimed = a.decoded.claims[eat.EXTERNAL_TOKENS]
+    d = a.decoded
+    if d is not None and eat.EXTERNAL_TOKENS in d.claims:
+        claimed = d.claims[eat.EXTERNAL_TOKENS]
         tokens.extend(claimed if isinstance(claimed, list) else [claimed])
     if not tokens:
         return
-    facts, texts = external.appraise(tokens)
+    # NRAS answers and ITA tokens are bound to this Evidence through its report data.
+    expected = (eat.report_data(d.nonce, d.record_digest, d.key_thumbprint_bytes)
+                if d is not None else None)
+    facts, texts = external.appraise(tokens, report_data=expected, now=at.timestamp())
     a.facts["external"] = facts
     a.checks["external"] = "; ".join(f"{k}: {v}" for k, v in texts.items())
 
@@ -354,7 +359,7 @@ STEPS: tuple[Step, ...] = (
                                              "missing_before_replay": []}},
          lambda v, a, i: step_preflight(a)),
     Step("external", lambda: {"external": {}},
-         lambda v, a, i: step_external(a, v.external, i.external_tokens)),
+         lambda v, a, i: step_external(a, v.external, i.external_tokens, v.now())),
     # Runs in `finish` (on a replay worker when asynchronous), after the steps above.
     Step("replay", lambda: {"request": "not-run",
                             "replay": {"verdict": NOT_RUN, "method": None, "bitwise": None}},

@@ -16,10 +16,10 @@ a pynvml traceback.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import Any
 
 from attester.tee.base import require_report_data
+from bytereplay.eat import gpu_nonce
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import ProviderUnavailable
 
@@ -27,9 +27,6 @@ NAME = "nvidia"
 PREFIX = "NVIDIA confidential-computing GPU not available"
 
 
-def gpu_nonce(report_data: bytes) -> bytes:
-    """The 32-byte SPDM nonce for 64 bytes of report data."""
-    return hashlib.sha256(report_data).digest()
 
 
 def _unavailable(why: str) -> ProviderUnavailable:

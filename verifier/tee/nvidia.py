@@ -34,7 +34,6 @@ with `cc_mode` (None when the report does not say).
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +46,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from bytereplay.eat import gpu_nonce
 from bytereplay.errors import QuoteError
 from verifier.tee.base import QuoteVerification, SchemeTrust, field_b64, same_bytes
 from verifier.tee.nvidia_pki import check_links, fingerprint, pinned_root, signed_by
@@ -67,9 +67,6 @@ REASON_NOT_COMPARED = "measurements not compared: no reference integrity manifes
 REASON_NO_REVOCATION = "revocation not checked: no OCSP responder configured"
 
 
-def gpu_nonce(report_data: bytes) -> bytes:
-    """The 32-byte SPDM nonce the attester asked the GPU for: SHA-256(report data)."""
-    return hashlib.sha256(report_data).digest()
 
 
 

@@ -81,6 +81,7 @@ def build_report(nonce: bytes, key: ec.EllipticCurvePrivateKey, *, fwid: bytes =
                       + struct.pack("<H", len(v)) + v for i, v in sorted(meas.items()))
     fields = [(spdm.OPAQUE_DRIVER_VERSION, driver.encode() + b"\0"),
               (spdm.OPAQUE_VBIOS_VERSION, vbios), (spdm.OPAQUE_CHIP_SKU, b"882\0"),
+              (spdm.OPAQUE_PROJECT, b"1010\0"), (spdm.OPAQUE_PROJECT_SKU, b"0200\0"),
               (spdm.OPAQUE_FWID, fwid)]
     if cc_mode is not None:
         fields.append((spdm.OPAQUE_FEATURE_FLAG, struct.pack("<I", cc_mode)))

@@ -81,6 +81,7 @@ class TeeTrustConfig:
     allowed_tcb: tuple[str, ...] = DEFAULT_ALLOWED_TCB
     min_tcb: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     cache_dir: Path | None = None
+    ocsp: str | None = None  # OCSP responder URL (nvidia)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
                      "`tee.<kind>` = {roots? (PEM files), test_root? (true: the roots are a "
                      "test root, only with roots), collateral? (folder, file or URL), certs? "
                      "(folder or URL), allowed_tcb? (default [\"UpToDate\"]), min_tcb? "
-                     "({product: {component: int}}), cache_dir?}. A scheme without an entry "
+                     "({product: {component: int}}), cache_dir?, ocsp? (an OCSP responder URL; "
+                     "nvidia)}. A scheme without an entry "
                      "refuses its quotes (hardware contraindicated); simulated is always "
                      "configured, trusting the CAs above plus its roots"),
     "external": ((list,), "attestation services whose tokens are accepted: objects with "
@@ -286,6 +288,11 @@ def _tee(base: Path, doc: dict[str, Any]) -> dict[str, TeeTrustConfig]:
                         for v in parts.values()) for parts in min_tcb.values()):
                 raise UsageError(f"{where}.min_tcb: {{product: {{component: integer >= 0}}}}")
             kwargs["min_tcb"] = {p: dict(parts) for p, parts in min_tcb.items()}
+        if "ocsp" in item:
+            if not isinstance(item["ocsp"], str) or \
+                    not item["ocsp"].startswith(("http://", "https://")):
+                raise UsageError(f"{where}.ocsp: an http(s) OCSP responder URL")
+            kwargs["ocsp"] = item["ocsp"]
         if "cache_dir" in item:
             if not isinstance(item["cache_dir"], str) or not item["cache_dir"]:
                 raise UsageError(f"{where}.cache_dir: a folder path (text)")

@@ -59,6 +59,8 @@ class SchemeTrust:
     - `allowed_tcb`: TCB states that may verify; the default allows UpToDate only.
     - `min_tcb`: per product minimum TCB components (SEV-SNP).
     - `cache_dir`: where fetched collateral is cached on disk.
+    - `ocsp`: an OCSP responder URL for revocation (NVIDIA); None: revocation is "not
+      checked", and results say so.
     """
 
     configured: bool = False
@@ -69,6 +71,7 @@ class SchemeTrust:
     allowed_tcb: tuple[str, ...] = DEFAULT_ALLOWED_TCB
     min_tcb: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     cache_dir: Path | None = None
+    ocsp: str | None = None
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,18 @@ time and never at the wall clock:
    response) verifies with the leaf's key.
 
 Reference values: `trust.collateral` (config `tee.nvidia.collateral`; CLI `--rims`) names
-a folder of signed RIMs (`verifier.tee.nvidia_rim`), each verified at `at` against the
+a folder of signed RIMs, or a RIM service base URL whose answers are cached under
+`trust.cache_dir` (`verifier.tee.nvidia_rim`), each verified at `at` against the
 pinned NVIDIA RIM root; the measurement blocks are compared with the active golden
 measurements of the driver and VBIOS RIMs, and every mismatching SPDM index is listed
 in `claims["mismatched_measurements"]` (None: "measurements not compared").
 
 `hardware` is True only when the RIMs were compared with no mismatch and the report says
 CC mode is on (not DEVTOOLS); the 550-driver sample does not report the CC mode, so it is
-never affirming. Revocation (OCSP) is never checked: "revocation not checked". The
+never affirming. Revocation: with `trust.ocsp` (config `tee.nvidia.ocsp`) every device
+certificate is asked about at that OCSP responder (`nvidia_pki.check_ocsp`; revoked or
+unknown refuses the report) and `claims["revocation"]` is "good"; without it,
+"not-checked" and the reasons say "revocation not checked". The
 report's opaque fields (driver and VBIOS version, chip SKU, FWID, ...) are in `claims`,
 with `cc_mode` (None when the report does not say).
 """
@@ -49,7 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from bytereplay.eat import gpu_nonce
 from bytereplay.errors import QuoteError
 from verifier.tee.base import QuoteVerification, SchemeTrust, field_b64, same_bytes
-from verifier.tee.nvidia_pki import check_links, fingerprint, pinned_root, signed_by
+from verifier.tee.nvidia_pki import check_links, check_ocsp, fingerprint, pinned_root, signed_by
 from verifier.tee.nvidia_spdm import SIGNATURE_LEN, SpdmReport, parse_report
 
 KIND = NAME = "nvidia"
@@ -62,7 +66,8 @@ OID_DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1")
 # An FWID entry of TcbInfo: SEQUENCE { OID sha384, OCTET STRING (48 bytes) }.
 FWID_SHA384_PREFIX = bytes.fromhex("06096086480165030402020430")
 GPU_FACTS = ("driver_version", "vbios_version", "chip_sku", "cc_mode",
-             "mismatched_measurements")
+             "mismatched_measurements", "revocation")
+NOT_CHECKED = "not-checked"
 REASON_NOT_COMPARED = "measurements not compared: no reference integrity manifests (RIMs)"
 REASON_NO_REVOCATION = "revocation not checked: no OCSP responder configured"
 
@@ -194,20 +199,23 @@ def verify_report(report: bytes | SpdmReport, chain: bytes, trust: SchemeTrust, 
     claims["cc_mode"] = parsed.cc_mode
     claims["measurements"] = {str(i): v.hex() for i, v in parsed.measurements().items()}
     claims["mismatched_measurements"] = None
+    claims["revocation"] = check_ocsp(certs, trust.ocsp, at) if trust.ocsp else NOT_CHECKED
     return NvidiaResult(parsed, root, claims)
 
 
-def compare_rims(result: NvidiaResult, rims: str | Path | None, at: datetime) -> NvidiaResult:
+def compare_rims(result: NvidiaResult, rims: str | Path | None, at: datetime,
+                 cache_dir: Path | None = None) -> NvidiaResult:
     """`result` with `mismatched_measurements` (a list of SPDM indexes) when `rims` names a
-    RIM folder; each RIM is verified at `at` against the pinned RIM root first."""
+    RIM folder or a RIM service URL (answers cached under `cache_dir`); each RIM is
+    verified at `at` against the pinned RIM root first."""
     if rims is None:
         return result
-    if str(rims).startswith(("http://", "https://")):
-        raise QuoteError("tee.nvidia.collateral: a RIM service URL is not supported yet; "
-                         "name a folder of signed RIMs")
-    from verifier.tee.nvidia_rim import compare, load_rims
+    from verifier.tee.nvidia_rim import compare, fetch_rims, load_rims
 
-    loaded = load_rims(rims, at)
+    if str(rims).startswith(("http://", "https://")):
+        loaded = fetch_rims(str(rims), result.claims, at, cache_dir)
+    else:
+        loaded = load_rims(rims, at)
     claims = dict(result.claims)
     claims["mismatched_measurements"] = compare(result.report.measurements(), loaded)
     claims["rims"] = [{"name": r.name, "version": r.version, "tag_id": r.tag_id}
@@ -222,7 +230,9 @@ def to_verification(result: NvidiaResult, report_data: bytes, *,
     measurements = {f"nvidia.{k}": v for k, v in result.claims["measurements"].items()}
     cc = result.claims.get("cc_mode")
     mismatched = result.claims.get("mismatched_measurements")
-    reasons = ["SPDM signature, FWID and device chain verified", REASON_NO_REVOCATION]
+    reasons = ["SPDM signature, FWID and device chain verified",
+               REASON_NO_REVOCATION if result.claims.get("revocation", NOT_CHECKED) == NOT_CHECKED
+               else "revocation checked (OCSP): every device certificate is good"]
     if mismatched is None:
         reasons.append(REASON_NOT_COMPARED)
     elif mismatched:
@@ -253,7 +263,8 @@ def _verify(quote: dict[str, Any], expected_report_data: bytes, trust: SchemeTru
                          "the GPU evidence is not bound to this evidence")
     result = verify_report(field_b64(quote, "attestation_report"),
                            field_b64(quote, "cert_chain"), trust, at, expected)
-    return to_verification(compare_rims(result, trust.collateral, at), expected_report_data)
+    return to_verification(compare_rims(result, trust.collateral, at, trust.cache_dir),
+                           expected_report_data)
 
 
 class NvidiaScheme:

@@ -26,6 +26,7 @@ OCSP for the RIM certificates is not checked.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +36,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from bytereplay.errors import QuoteError
+from bytereplay import fetch
+from bytereplay.encoding import b64_decode, strict_json_loads
+from bytereplay.errors import BytereplayError, QuoteError
 from verifier.tee.nvidia_pki import check_links, pinned_root, signed_by
 
 RIM_ROOT_FILE = "verifier_RIM_root.pem"
@@ -46,6 +49,9 @@ SWID_NS = "http://standards.iso.org/iso/19770/-2/2015/schema.xsd"
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 SHA384_NS = "http://www.w3.org/2001/04/xmlenc#sha384"
 MAX_ALTERNATIVES = 16
+RIM_SERVICE_PATH = "/v1/rim/"
+DRIVER_RIM_PREFIX = "NV_GPU_DRIVER_GH100_"  # Hopper: the SPDM layout verifier.tee reads
+VBIOS_RIM_PREFIX = "NV_GPU_VBIOS_"
 
 
 @dataclass(frozen=True)
@@ -162,3 +168,50 @@ def compare(measurements: dict[int, bytes], rims: list[Rim]) -> list[int]:
             golden[index] = values
     return sorted(i for i, values in golden.items() if measurements.get(i) not in values)
 
+
+
+def rim_ids(fields: dict[str, Any]) -> tuple[str, str]:
+    """The driver and VBIOS RIM ids a report's opaque fields name (see the module doc)."""
+    try:
+        driver = str(fields["driver_version"])
+        vbios = str(fields["vbios_version"]).replace(".", "").upper()
+        vbios_id = "_".join((str(fields["project"]), str(fields["project_sku"]),
+                             str(fields["chip_sku"]), vbios))
+    except KeyError as exc:
+        raise QuoteError(f"the report does not name its RIMs: no {exc.args[0]}") from None
+    ids = (DRIVER_RIM_PREFIX + driver, VBIOS_RIM_PREFIX + vbios_id)
+    if not all(i.replace("_", "").replace(".", "").isalnum() and i.isascii() for i in ids):
+        raise QuoteError("the report's version fields do not make RIM ids")
+    return ids
+
+
+def _service_rim(answer: bytes, rim_id: str) -> bytes:
+    try:
+        doc = strict_json_loads(answer, max_bytes=2 * MAX_RIM)
+        if not isinstance(doc, dict) or not isinstance(doc.get("rim"), str):
+            raise QuoteError("no 'rim'")
+        rim = b64_decode(doc["rim"])
+    except BytereplayError as exc:
+        raise QuoteError(f"RIM service answer for {rim_id} is not a RIM: {exc.detail}") from None
+    except ValueError:
+        raise QuoteError(f"RIM service answer for {rim_id}: 'rim' is not base64") from None
+    digest = doc.get("sha256")
+    if digest is not None and (not isinstance(digest, str)
+                               or hashlib.sha256(rim).hexdigest() != digest.lower()):
+        raise QuoteError(f"RIM service answer for {rim_id}: the RIM's SHA-256 is not its "
+                         "sha256")
+    return rim
+
+
+def fetch_rims(base: str, fields: dict[str, Any], at: datetime,
+               cache_dir: Path | None) -> list[Rim]:
+    """The report's driver and VBIOS RIMs from the RIM service at `base`, through the disk
+    cache, each verified at `at`; `QuoteError` on any failure."""
+    out: list[Rim] = []
+    for rim_id in rim_ids(fields):
+        url = base.rstrip("/") + RIM_SERVICE_PATH + rim_id
+        cache = (fetch.cache_path(cache_dir, "nvidia-rims", url)
+                 if cache_dir is not None else None)
+        answer = fetch.cached_get(url, "RIM service", 2 * MAX_RIM, cache)
+        out.append(verify_rim(_service_rim(answer, rim_id), at, rim_id))
+    return out

@@ -4,16 +4,23 @@ The default profile is the one deployed verifiers and relying parties read today
 (`ear.status`, `ear.trustworthiness-vector`, ...). The newer draft naming
 (`ear_status`, ...) can be written as an option; both are accepted when reading.
 `check_extensions` refuses `bytereplay.*` claims of the wrong shape.
+
+An EAR holds the `bytereplay` submod (`SUBMOD`: the run, its replay and its output; the
+one readers require) and, for composite evidence, one submod per device (`cpu`, `gpu0`,
+`gpu1`, ...: `Submod`), each with its own status and trustworthiness vector. Reading
+checks every submod's status against its own vector, and `Ear.status` is the worst of
+them all, so a result is never better than its worst device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 from bytereplay import __version__
-from bytereplay.ar4si import CLAIMS, STATUS_RANK, status_of
+from bytereplay.ar4si import CLAIMS, STATUS_RANK, status_of, worse
 from bytereplay.claims import FULL, REPLAY_METHODS, VERDICTS
 from bytereplay.encoding import HASH_RE
 from bytereplay.errors import ResultError, SignatureError
@@ -45,6 +52,23 @@ TEE = "bytereplay.tee"
 CHECKS = "bytereplay.checks"
 REASONS = "bytereplay.reasons"
 MAX_EAR_BYTES = 512 * 1024
+MAX_SUBMODS = 66  # the primary plus a CPU and up to 64 devices
+
+
+@dataclass(frozen=True)
+class Submod:
+    """One appraised attester (a device of composite evidence): its vector, policy ids and
+    `bytereplay.*` claims. Building: `status` None means "computed from the vector";
+    reading: the status the EAR claims (never better than the vector's worst claim)."""
+
+    vector: Mapping[str, int]
+    policy_ids: tuple[str, ...] = ()
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    status: str | None = None
+
+    @property
+    def tier(self) -> str:
+        return self.status if self.status is not None else status_of(self.vector)
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,8 @@ class Ear:
     policy_id: str | None
     extensions: dict[str, Any] = field(default_factory=dict)  # bytereplay.* claims
     raw: dict[str, Any] = field(default_factory=dict)
+    # Every submod by name, the primary (`SUBMOD`) included; `status` is the worst of them.
+    submods: dict[str, Submod] = field(default_factory=dict)
 
     @property
     def replay(self) -> dict[str, Any]:
@@ -72,30 +98,53 @@ class Ear:
         return value if isinstance(value, str) else None
 
 
+def worst_status(statuses: Iterable[str]) -> str:
+    """The worst of one or more statuses."""
+    return reduce(worse, statuses)
+
+
+def _write_submod(sub: Submod, naming: str) -> dict[str, Any]:
+    status_name, vector_name, _, policy_name = NAMINGS[naming]
+    clean = {k: int(v) for k, v in sub.vector.items() if k in CLAIMS}
+    worst = status_of(clean)
+    status = sub.status if sub.status is not None else worst
+    if STATUS_RANK[status] < STATUS_RANK[worst]:
+        raise ValueError(f"status {status!r} is better than its worst claim ({worst})")
+    if not sub.policy_ids:
+        raise ValueError("a submod names an appraisal policy id")
+    return {status_name: status, vector_name: clean, policy_name: sub.policy_ids[0],
+            **sub.extensions}
+
+
 def build_ear(
     *,
-    vector: Mapping[str, int],
     nonce: str | None,
     iat: int,
-    policy_id: str,
-    extensions: Mapping[str, Any],
+    vector: Mapping[str, int] | None = None,
+    policy_id: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+    submods: Mapping[str, Submod] | None = None,
     naming: str = "veraison",
     verifier_build: str = f"bytereplay {__version__}",
 ) -> dict[str, Any]:
-    """EAR claims; the status is computed from the vector so it is never better than its worst claim."""
-    status_name, vector_name, vid_name, policy_name = NAMINGS[naming]
-    clean = {k: int(v) for k, v in vector.items() if k in CLAIMS}
-    submod: dict[str, Any] = {
-        status_name: status_of(clean),
-        vector_name: clean,
-        policy_name: policy_id,
-        **extensions,
-    }
+    """EAR claims. Either `submods` (name -> `Submod`, the primary `bytereplay` one
+    included), or the primary alone from `vector`, `policy_id` and `extensions`. Each
+    status is computed from its vector, so it is never better than its worst claim."""
+    if submods is None:
+        if vector is None or policy_id is None:
+            raise ValueError("give submods, or vector and policy_id")
+        submods = {SUBMOD: Submod(vector=vector, policy_ids=(policy_id,),
+                                  extensions=dict(extensions or {}))}
+    elif vector is not None or policy_id is not None or extensions is not None:
+        raise ValueError("give submods, or vector / policy_id / extensions, not both")
+    if SUBMOD not in submods or len(submods) > MAX_SUBMODS:
+        raise ValueError(f"an EAR holds the {SUBMOD!r} submod and at most {MAX_SUBMODS}")
+    _, _, vid_name, _ = NAMINGS[naming]
     claims: dict[str, Any] = {
         "eat_profile": PROFILES[naming],
         "iat": int(iat),
         vid_name: {"developer": "https://bytereplay.dev", "build": verifier_build},
-        "submods": {SUBMOD: submod},
+        "submods": {name: _write_submod(sub, naming) for name, sub in submods.items()},
     }
     if nonce is not None:
         claims["eat_nonce"] = nonce
@@ -124,21 +173,14 @@ def normalise(claims: Mapping[str, Any]) -> Ear:
     submods = claims.get("submods")
     if not isinstance(submods, dict) or not isinstance(submods.get(SUBMOD), dict):
         raise ResultError(f"EAR lacks submods.{SUBMOD}")
+    if len(submods) > MAX_SUBMODS:
+        raise ResultError(f"EAR holds more than {MAX_SUBMODS} submods")
+    read = {str(name): _read_submod(str(name), value) for name, value in submods.items()}
     sub = submods[SUBMOD]
     v, d = NAMINGS["veraison"], NAMINGS["draft"]
-    status = _pick(sub, v[0], d[0])
-    vector = _pick(sub, v[1], d[1])
-    if not isinstance(vector, dict) or not all(
-        isinstance(k, str) and isinstance(x, int) and not isinstance(x, bool) and -128 <= x <= 127
-        for k, x in vector.items()
-    ):
-        raise ResultError("EAR trustworthiness vector is malformed")
-    if status not in ("none", "affirming", "warning", "contraindicated"):
-        raise ResultError(f"EAR status {status!r} is not an AR4SI tier")
-    # The status may never be better than the worst claim: recompute and compare.
-    worst = status_of(vector)
-    if STATUS_RANK[status] < STATUS_RANK[worst]:
-        raise ResultError(f"EAR status {status!r} is better than its worst claim ({worst})")
+    vector = read[SUBMOD].vector
+    # The result is never better than its worst submod (each checked against its vector).
+    status = worst_status(other.tier for other in read.values())
     nonce = claims.get("eat_nonce")
     if nonce is not None and not isinstance(nonce, str):
         raise ResultError("eat_nonce must be text")
@@ -150,8 +192,33 @@ def normalise(claims: Mapping[str, Any]) -> Ear:
         verifier_id=vid if isinstance(vid, dict) else {},
         status=str(status), vector=dict(vector),
         policy_id=policy if isinstance(policy, str) else None,
-        extensions=ext, raw=dict(claims),
+        extensions=ext, raw=dict(claims), submods=read,
     )
+
+
+def _read_submod(name: str, sub: Any) -> Submod:
+    """One submod read in either naming: its status checked against its own vector."""
+    if not isinstance(sub, dict):
+        raise ResultError(f"EAR submods.{name} is not an object")
+    v, d = NAMINGS["veraison"], NAMINGS["draft"]
+    status = _pick(sub, v[0], d[0])
+    vector = _pick(sub, v[1], d[1])
+    where = "EAR" if name == SUBMOD else f"EAR submods.{name}"
+    if not isinstance(vector, dict) or not all(
+        isinstance(k, str) and isinstance(x, int) and not isinstance(x, bool) and -128 <= x <= 127
+        for k, x in vector.items()
+    ):
+        raise ResultError(f"{where} trustworthiness vector is malformed")
+    if status not in ("none", "affirming", "warning", "contraindicated"):
+        raise ResultError(f"{where} status {status!r} is not an AR4SI tier")
+    # The status may never be better than the worst claim: recompute and compare.
+    worst = status_of(vector)
+    if STATUS_RANK[status] < STATUS_RANK[worst]:
+        raise ResultError(f"{where} status {status!r} is better than its worst claim ({worst})")
+    policy = _pick(sub, v[3], d[3])
+    return Submod(vector=dict(vector), policy_ids=(policy,) if isinstance(policy, str) else (),
+                  extensions={k: val for k, val in sub.items() if k.startswith("bytereplay.")},
+                  status=str(status))
 
 
 def read_ear(token: str, keys: KeySet, *, algorithms: tuple[str, ...] = SIGNING_ALGS) -> Ear:

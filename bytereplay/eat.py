@@ -29,6 +29,11 @@ QUOTE = "bytereplay.quote"  # {"provider", "simulated", ...provider fields}
 EXTERNAL_TOKENS = "bytereplay.external_tokens"
 MAX_EXTERNAL_TOKENS = 8
 MAX_EXTERNAL_TOKEN_CHARS = 64 * 1024
+# Optional, composite evidence: one GPU evidence object per device beside the CPU quote
+# (`bytereplay.quote`), each the `nvidia` provider's quote dict plus its `index`, its SPDM
+# nonce derived by `device_gpu_nonce(nonce, record digest, index)`.
+GPU_EVIDENCE = "bytereplay.gpu_evidence"
+MAX_GPUS = 16
 
 # CWT integer labels for the registered claims (RFC 8392, RFC 9711).
 CWT_LABELS: dict[str, int] = {IAT: 6, CNF: 8, EAT_NONCE: 10, EAT_PROFILE: 265}

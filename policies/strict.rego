@@ -7,7 +7,8 @@
 #   - the relying party expected a nonce (pass expected_nonce / --nonce) and it matches;
 #   - the output bytes it holds hash to the attested output hash;
 #   - every application check passes;
-#   - the EAR status is affirming (every claim affirming or no claim; no warning);
+#   - the EAR status is affirming (every claim affirming or no claim; no warning), and so is
+#     every submod's (composite evidence: each device, cpu, gpu0, ..., on its own);
 #   - the TEE is hardware-backed: a simulated TEE, or a result naming no TEE, is refused;
 #   - the replay verdict is `match`: same determinism-relevant environment, same bytes;
 #   - the replay method is `full`, or `teacher-forced` with a measured bitwise agreement
@@ -44,7 +45,9 @@
 #           "tee": {"provider": text|null, "simulated": bool, "hardware": bool,
 #                   "scheme": text|null, "tcb_status": text|null, "root": text|null,
 #                   "test_root": bool}|null,
-#           "verifier_checks": {step: "ok"|failure text}}
+#           "verifier_checks": {step: "ok"|failure text},
+#           "submods": {name: status} (every submod: bytereplay, and cpu, gpu0, ... for
+#           composite evidence)}
 # }
 # All text in the input is made safe for rego-cpp (which returns strings unescaped):
 # double quotes become ', backslashes /, control characters spaces. Build new strings with
@@ -137,6 +140,13 @@ deny_reasons contains "replay method teacher-forced without a measured bitwise a
 	verified
 	input.ear.replay_method == "teacher-forced"
 	input.ear.replay_bitwise != true
+}
+
+deny_reasons contains concat("", ["submod ", name, " is ", status, ": this policy requires every submod affirming"]) if {
+	verified
+	some name, status in input.ear.submods
+	name != "bytereplay" # its status is the result's own, checked above
+	status != "affirming"
 }
 
 deny_reasons contains "no TEE: the result names no TEE; this policy requires a hardware TEE" if {

@@ -186,6 +186,8 @@ def _ear_document(ear: Ear) -> dict[str, Any]:
             "test_root": tee.get("test_root") is True,
         },
         "verifier_checks": dict(ext.get(CHECKS, {})),
+        # Every submod's status (composite evidence: the devices beside bytereplay).
+        "submods": {name: sub.tier for name, sub in ear.submods.items()},
         "output_hash": ear.output_hash,
         "record_digest": ext.get(RECORD_DIGEST),
     }

@@ -11,6 +11,9 @@ there and its rule in the Rego policy:
                   (`verifier.tee`), at the verifier clock's time, and its report data is
                   SHA-512(nonce || record digest || key thumbprint), recomputed here
     measurements  the quote's signed measurement registers equal the Evidence's
+    devices       composite evidence: each GPU's evidence under its derived SPDM nonce
+                  (`verifier.devices`), and the run record's GPU (SKU, driver) against
+                  every accepted GPU evidence
     nonce         consumed atomically (only once the Evidence is bound to a TEE: forged
                   Evidence cannot burn someone else's nonce)
     reference     model / container / runtime against the configured reference values
@@ -56,6 +59,8 @@ from bytereplay.preflight import PreflightReport, preflight
 from verifier import reference as reference_values
 from verifier.appraisal_policy import AppraisalPolicy
 from verifier.config import VerifierConfig
+from verifier.devices import OK as DEVICE_OK
+from verifier.devices import Device, device_facts, device_tee, record_differences, verify_gpus
 from verifier.external import ExternalVerifier
 from verifier.metrics import Metrics
 from verifier.nonces import IssuedNonce, NonceRefused, Store, compare_window, open_store
@@ -105,6 +110,7 @@ class Appraisal:
     replay: ReplayOutcome | None = None
     replay_skip: str | None = None
     inputs: Inputs = field(default_factory=Inputs)
+    devices: list[Device] = field(default_factory=list)  # composite evidence's GPUs
 
     @property
     def evidence(self) -> dict[str, str]:
@@ -223,6 +229,29 @@ def step_measurements(a: Appraisal) -> None:
     else:
         a.evidence["measurements"] = OK
         a.checks["measurements"] = OK
+
+
+def step_devices(a: Appraisal, trusts: Mapping[str, SchemeTrust], at: datetime) -> None:
+    """Composite evidence's GPUs, and the record's GPU against every accepted GPU evidence."""
+    d, q = a.decoded, a.quote
+    if d is None or q is None or not a.bound:
+        return
+    if d.gpu_evidence:
+        a.devices = verify_gpus(d.gpu_evidence, d.nonce, d.record_digest, trusts, at)
+        a.facts["devices"] = device_facts(a.facts["tee"], a.evidence["quote"], a.devices)
+        bad = [f"{dev.name}: {dev.status}: {dev.detail}" for dev in a.devices
+               if dev.status != DEVICE_OK]
+        a.checks["devices"] = "; ".join(bad) if bad else OK
+    evidence = [(dev.gpu_name, dev.facts) for dev in a.devices if dev.status == DEVICE_OK]
+    gpu = q.ear_facts.get("gpu")
+    if isinstance(gpu, dict):  # a lone GPU quote
+        name = d.quote.get("gpu")
+        evidence.insert(0, (name if isinstance(name, str) else None, gpu))
+    if not evidence:
+        return
+    differences = record_differences(d.record.gpu, evidence)
+    a.facts["gpu_record"] = "differs" if differences else OK
+    a.checks["gpu_record"] = ("differs: " + "; ".join(differences)) if differences else OK
 
 
 def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics) -> None:
@@ -349,6 +378,8 @@ STEPS: tuple[Step, ...] = (
          lambda v, a, i: step_quote(a, v.trust(), v.now()), gates=("quote",)),
     Step("measurements", lambda: {"evidence": {"measurements": "not-run"}},
          lambda v, a, i: step_measurements(a), gates=("measurements",)),
+    Step("devices", lambda: {"devices": {}, "gpu_record": "not-compared"},
+         lambda v, a, i: step_devices(a, v.trust(), v.now())),
     Step("nonce", lambda: {"nonce": "not-run", "challenge_window": "not-run"}, _nonce,
          gates=("nonce",)),
     Step("reference", lambda: {"reference": {"model": "not-configured",
@@ -501,15 +532,28 @@ class Verifier:
     def finish(self, a: Appraisal) -> Result:
         """Replay (when it is due; on the calling thread), policy, EAR."""
         REPLAY.run(self, a, a.inputs)
+        devices: dict[str, dict[str, int]] = {}
         try:
             verdict = self.policy.evaluate(a.facts)
             vector, reasons = dict(verdict.vector), verdict.reasons
+            devices = verdict.devices
             a.checks["policy"] = OK
         except PolicyError as exc:
             log.error("%s", exc.detail)
             vector = {c: VERIFIER_MALFUNCTION for c in CLAIMS}
             reasons = ("the appraisal policy failed: the verifier makes no claim",)
             a.checks["policy"] = f"failed: {exc.detail}"
+        if a.devices:  # composite evidence: one submod per device, each its own vector
+            malfunction = {c: VERIFIER_MALFUNCTION for c in CLAIMS}
+            nvidia_trust = self.trust().get("nvidia")
+            test_root = bool(nvidia_trust is not None and nvidia_trust.test_root)
+            exts = {"cpu": {ear.TEE: a.facts["tee"], ear.CHECKS: {"quote": a.checks["quote"]}}}
+            exts.update({dev.name: {ear.TEE: device_tee(dev, test_root),
+                                    ear.CHECKS: {"quote": dev.detail}} for dev in a.devices})
+            device_submods = {name: (devices.get(name, malfunction), ext)
+                              for name, ext in exts.items()}
+        else:
+            device_submods = {}
         assert a.replay is not None
         d = a.decoded
         ext = extensions(
@@ -523,7 +567,8 @@ class Verifier:
             reasons=reasons,
         )
         result = issue(key=self.key, vector=vector, nonce=a.nonce_text,
-                       policy_id=self.policy.policy_id, ext=ext, naming=self.config.naming)
+                       policy_id=self.policy.policy_id, ext=ext, naming=self.config.naming,
+                       devices=device_submods)
         m = self.metrics
         m.child(m.appraisals, result.status).inc()
         m.child(m.verdicts, a.replay.verdict).inc()

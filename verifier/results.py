@@ -16,6 +16,11 @@ the trustworthiness vector and the appraisal policy id:
                              "chip_sku", "cc_mode", "mismatched_measurements"}
     bytereplay.checks        {step: "ok" | what failed}
 
+Composite evidence adds one submod per device (`cpu`, `gpu0`, `gpu1`, ...), each with its
+own status, vector and policy id, carrying its `bytereplay.tee` (a GPU's: the common
+facts plus "gpu" and its "status" ok | unbound | failed) and `bytereplay.checks`. The
+answer's `status` is the worst of every submod's.
+
 `eat_nonce` echoes the Evidence's nonce (whatever became of it: a refused nonce is
 echoed too, and the status says what the verifier made of it).
 """
@@ -23,6 +28,7 @@ echoed too, and the status says what the verifier made of it).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,12 +96,17 @@ def issue(
     ext: dict[str, Any],
     naming: str,
     iat: int | None = None,
+    devices: Mapping[str, tuple[Mapping[str, int], dict[str, Any]]] | None = None,
 ) -> Result:
-    claims = ear.build_ear(
-        vector=vector, nonce=nonce, iat=int(time.time()) if iat is None else iat,
-        policy_id=policy_id, extensions=ext, naming=naming,
-    )
+    """The signed EAR; `devices` (composite evidence): name -> (vector, bytereplay.*
+    claims) of each device's own submod."""
+    submods = {ear.SUBMOD: ear.Submod(vector=vector, policy_ids=(policy_id,), extensions=ext)}
+    for name, (dev_vector, dev_ext) in (devices or {}).items():
+        submods[name] = ear.Submod(vector=dev_vector, policy_ids=(policy_id,),
+                                   extensions=dev_ext)
+    claims = ear.build_ear(nonce=nonce, iat=int(time.time()) if iat is None else iat,
+                           submods=submods, naming=naming)
     status_name = ear.NAMINGS[naming][0]
-    status = str(claims["submods"][ear.SUBMOD][status_name])
+    status = ear.worst_status(str(sub[status_name]) for sub in claims["submods"].values())
     token = ear.sign_ear(claims, key)
     return Result(token=token, claims=claims, status=status, replay=dict(ext[ear.REPLAY]))

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from bytereplay.eat import gpu_nonce
-from bytereplay.errors import QuoteError
+from bytereplay.errors import BindingError, QuoteError
 from verifier.tee.base import QuoteVerification, SchemeTrust, field_b64, same_bytes
 from verifier.tee.nvidia_pki import check_links, check_ocsp, fingerprint, pinned_root, signed_by
 from verifier.tee.nvidia_spdm import SIGNATURE_LEN, SpdmReport, parse_report
@@ -180,8 +180,8 @@ def verify_report(report: bytes | SpdmReport, chain: bytes, trust: SchemeTrust, 
     """
     parsed = report if isinstance(report, SpdmReport) else parse_report(report)
     if expected_nonce is not None and not same_bytes(parsed.request_nonce, expected_nonce):
-        raise QuoteError("the SPDM request nonce is not the expected one: the GPU evidence is "
-                         "not bound to this evidence")
+        raise BindingError("the SPDM request nonce is not the expected one: the GPU evidence "
+                           "is not bound to this evidence")
     certs = load_chain(chain)
     root = check_chain(certs, trust, at)
     leaf = certs[0]
@@ -204,18 +204,19 @@ def verify_report(report: bytes | SpdmReport, chain: bytes, trust: SchemeTrust, 
 
 
 def compare_rims(result: NvidiaResult, rims: str | Path | None, at: datetime,
-                 cache_dir: Path | None = None) -> NvidiaResult:
+                 cache_dir: Path | None = None,
+                 anchors: list[x509.Certificate] | None = None) -> NvidiaResult:
     """`result` with `mismatched_measurements` (a list of SPDM indexes) when `rims` names a
     RIM folder or a RIM service URL (answers cached under `cache_dir`); each RIM is
-    verified at `at` against the pinned RIM root first."""
+    verified at `at` against the pinned RIM root first (`anchors`: a test root beside it)."""
     if rims is None:
         return result
     from verifier.tee.nvidia_rim import compare, fetch_rims, load_rims
 
     if str(rims).startswith(("http://", "https://")):
-        loaded = fetch_rims(str(rims), result.claims, at, cache_dir)
+        loaded = fetch_rims(str(rims), result.claims, at, cache_dir, anchors)
     else:
-        loaded = load_rims(rims, at)
+        loaded = load_rims(rims, at, anchors)
     claims = dict(result.claims)
     claims["mismatched_measurements"] = compare(result.report.measurements(), loaded)
     claims["rims"] = [{"name": r.name, "version": r.version, "tag_id": r.tag_id}
@@ -257,14 +258,25 @@ def to_verification(result: NvidiaResult, report_data: bytes, *,
 
 def _verify(quote: dict[str, Any], expected_report_data: bytes, trust: SchemeTrust,
             at: datetime) -> QuoteVerification:
-    expected = gpu_nonce(expected_report_data)
-    if not same_bytes(field_b64(quote, "gpu_nonce"), expected):
-        raise QuoteError("the GPU nonce does not match SHA-256 of the expected report data: "
-                         "the GPU evidence is not bound to this evidence")
+    return verify_device(quote, gpu_nonce(expected_report_data), trust, at,
+                         report_data=expected_report_data)
+
+
+def verify_device(quote: dict[str, Any], expected_nonce: bytes, trust: SchemeTrust,
+                  at: datetime, *, report_data: bytes | None = None) -> QuoteVerification:
+    """One GPU's evidence (the provider's dict) checked for `expected_nonce`: a lone GPU
+    quote's (SHA-256 of the report data) or a composite evidence device's
+    (`bytereplay.eat.device_gpu_nonce`). `BindingError` when it is bound to another nonce,
+    `QuoteError` for any other refusal."""
+    if not same_bytes(field_b64(quote, "gpu_nonce"), expected_nonce):
+        raise BindingError("the GPU nonce is not the one this evidence derives: the GPU "
+                           "evidence is not bound to this evidence")
     result = verify_report(field_b64(quote, "attestation_report"),
-                           field_b64(quote, "cert_chain"), trust, at, expected)
-    return to_verification(compare_rims(result, trust.collateral, at, trust.cache_dir),
-                           expected_report_data)
+                           field_b64(quote, "cert_chain"), trust, at, expected_nonce)
+    # Under a test root the RIMs may be signed by it too (never without `test_root`).
+    anchors = _anchors(trust)[0] if trust.test_root else None
+    return to_verification(compare_rims(result, trust.collateral, at, trust.cache_dir, anchors),
+                           report_data if report_data is not None else expected_nonce)
 
 
 class NvidiaScheme:

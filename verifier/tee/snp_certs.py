@@ -24,19 +24,15 @@ Every refusal is a `QuoteError` naming the source and, for the table, the byte o
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import struct
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bytereplay import fetch as fetch_mod
 from bytereplay.errors import QuoteError
 
 ENTRY_LEN = 24
@@ -44,7 +40,6 @@ MAX_TABLE = 1 << 20
 MAX_ENTRIES = 64
 MAX_CERT = 64 * 1024
 MAX_FOLDER_FILES = 256
-KDS_TIMEOUT_S = 10.0
 CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der", ".testcer")
 
 VCEK_GUID = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")
@@ -165,32 +160,8 @@ def _cache_path(cache_dir: Path, url: str) -> Path:
 
 def fetch(url: str, cache_dir: Path | None) -> bytes:
     """GET `url` (http or https only) at most `MAX_CERT` bytes, through the disk cache."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise QuoteError(f"SEV-SNP certificate URL {url!r} is not http(s)")
     cached = _cache_path(cache_dir, url) if cache_dir is not None else None
-    if cached is not None and cached.is_file():
-        return cached.read_bytes()[:MAX_CERT]
-    try:
-        with urllib.request.urlopen(url, timeout=KDS_TIMEOUT_S) as resp:
-            body: bytes = resp.read(MAX_CERT + 1)
-    except urllib.error.HTTPError as exc:
-        raise QuoteError(f"AMD KDS answered {exc.code} for {url}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise QuoteError(f"AMD KDS at {url} could not be reached: {exc}") from None
-    if len(body) > MAX_CERT:
-        raise QuoteError(f"AMD KDS answer from {url} is over {MAX_CERT} bytes")
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(body)
-            os.replace(tmp, cached)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    return body
+    return fetch_mod.cached_get(url, "AMD KDS", MAX_CERT, cached)
 
 
 def kds_vcek(base: str, product: str, hwid: bytes, tcb: Mapping[str, int],

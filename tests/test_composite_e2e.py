@@ -104,6 +104,9 @@ def test_cpu_and_two_gpus_give_three_device_submods_and_strict_allows(
         assert gpu0["root"] == "TEST ROOT (not NVIDIA)" and gpu0["test_root"] is True
         assert gpu0["gpu"]["mismatched_measurements"] == [] and gpu0["gpu"]["cc_mode"] == "on"
         assert gpu0["gpu"]["revocation"] == "not-checked"
+        # a CPU run's record names no GPU: nothing compared, no configuration claim
+        assert "configuration" not in subs["gpu0"][VECTOR]
+        assert "gpu_record" not in subs["bytereplay"]["bytereplay.checks"]
         assert result.status == "affirming", subs["bytereplay"]["bytereplay.checks"]
         decision = evaluate(result.token, output=output, policy="strict",
                             verifier_keys=verifier.jwks(), expected_nonce=nonce)

@@ -80,21 +80,24 @@ def verify_gpus(items: list[dict[str, Any]], nonce: bytes, record_digest: str,
 
 
 def record_differences(gpu: Gpu | None, evidence: list[tuple[str | None, dict[str, Any]]]
-                       ) -> list[str]:
-    """Where the record's GPU contradicts accepted GPU evidence ((GPU name, GPU facts) per
-    device), in words; empty when nothing differs or nothing can be compared."""
+                       ) -> tuple[int, list[str]]:
+    """How many fields could be compared, and where the record's GPU contradicts accepted
+    GPU evidence ((GPU name, GPU facts) per device), in words."""
     if gpu is None:
-        return []
-    out: list[str] = []
+        return 0, []
+    compared, out = 0, []
     for i, (name, facts) in enumerate(evidence):
         signed_driver = facts.get("driver_version")
-        if gpu.driver not in NOT_RECORDED and signed_driver not in NOT_RECORDED \
-                and gpu.driver != signed_driver:
-            out.append(f"gpu.driver: the record says {gpu.driver!r}, GPU {i}'s evidence "
-                       f"{signed_driver!r}")
-        if gpu.sku not in NOT_RECORDED and name not in NOT_RECORDED and gpu.sku != name:
-            out.append(f"gpu.sku: the record says {gpu.sku!r}, GPU {i}'s evidence {name!r}")
-    return out
+        if gpu.driver not in NOT_RECORDED and signed_driver not in NOT_RECORDED:
+            compared += 1
+            if gpu.driver != signed_driver:
+                out.append(f"gpu.driver: the record says {gpu.driver!r}, GPU {i}'s evidence "
+                           f"{signed_driver!r}")
+        if gpu.sku not in NOT_RECORDED and name not in NOT_RECORDED:
+            compared += 1
+            if gpu.sku != name:
+                out.append(f"gpu.sku: the record says {gpu.sku!r}, GPU {i}'s evidence {name!r}")
+    return compared, out
 
 
 def device_facts(tee: dict[str, Any] | None, quote_status: str,

@@ -249,9 +249,12 @@ def step_devices(a: Appraisal, trusts: Mapping[str, SchemeTrust], at: datetime) 
         evidence.insert(0, (name if isinstance(name, str) else None, gpu))
     if not evidence:
         return
-    differences = record_differences(d.record.gpu, evidence)
-    a.facts["gpu_record"] = "differs" if differences else OK
-    a.checks["gpu_record"] = ("differs: " + "; ".join(differences)) if differences else OK
+    compared, differences = record_differences(d.record.gpu, evidence)
+    if differences:
+        a.facts["gpu_record"] = "differs"
+        a.checks["gpu_record"] = "differs: " + "; ".join(differences)
+    elif compared:  # nothing to compare (a CPU run's record) leaves "not-compared"
+        a.facts["gpu_record"] = a.checks["gpu_record"] = OK
 
 
 def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics) -> None:

@@ -7,8 +7,10 @@ GPU's device certificates, PEM, leaf first, as NVML returns them and as nvtrust'
 time and never at the wall clock:
 
 1. the report parses (trailing or missing bytes are refused, naming the offset);
-2. the SPDM request nonce equals the expected one (for a quote: SHA-256 of the expected
-   report data, also equal to the quote's `gpu_nonce`);
+2. the SPDM request nonce equals the expected one (for a lone quote: SHA-256 of the
+   expected report data; for a device of composite evidence, `verify_device`:
+   `bytereplay.eat.device_gpu_nonce`), also equal to the quote's `gpu_nonce`; a
+   mismatch is a `BindingError` (bound to another session);
 3. the chain: every certificate valid at `at`, each signed (ECDSA) by the next, the
    last one either the pinned NVIDIA Device Identity CA (shipped in
    `verifier/tee/nvidia_roots/`, pinned by the SHA-256 of its DER, `DEVICE_ROOT_SHA256`)

@@ -17,6 +17,7 @@
         "tdx_collateral_url": null,         # Intel PCS / PCCS v4 base URL: tsm TDX quotes carry collateral
         "tdx_collateral_cache": null,       # its disk cache; null: <home>/tdx-collateral
         "nvidia_device": 0,
+        "gpu_evidence": [],                 # GPU indexes attested beside the CPU quote (composite)
         "max_body_bytes": 65536, "max_input_chars": 8192,
         "max_new_tokens": 256, "max_pending": 8
     }}
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bytereplay.eat import MAX_GPUS
 from bytereplay.encoding import OCI_DIGEST_RE, is_int
 from bytereplay.errors import UsageError
 from bytereplay.home import Home
@@ -71,12 +73,15 @@ class AttesterConfig:
     tdx_collateral_url: str | None = None
     tdx_collateral_cache: str | None = None
     nvidia_device: int = 0
+    gpu_evidence: tuple[int, ...] = ()
     max_body_bytes: int = 64 * 1024
     max_input_chars: int = 8192
     max_new_tokens: int = 256
     max_pending: int = 8
 
     def __post_init__(self) -> None:
+        if isinstance(self.gpu_evidence, list):  # from JSON
+            object.__setattr__(self, "gpu_evidence", tuple(self.gpu_evidence))
         _validate(self)
 
     @classmethod
@@ -156,6 +161,11 @@ def _validate(c: AttesterConfig) -> None:
             or not c.key_retire_after_s >= 0:
         raise UsageError("key_retire_after_s: expected a number of seconds >= 0")
     bounded("nvidia_device", c.nvidia_device, 0, 63)
+    if not isinstance(c.gpu_evidence, tuple) or len(c.gpu_evidence) > MAX_GPUS or \
+            len(set(c.gpu_evidence)) != len(c.gpu_evidence) or \
+            not all(is_int(i) and 0 <= i <= 63 for i in c.gpu_evidence):
+        raise UsageError(f"gpu_evidence: expected a list of at most {MAX_GPUS} distinct GPU "
+                         "indexes 0..63")
     bounded("max_body_bytes", c.max_body_bytes, 1024, 64 << 20)
     bounded("max_input_chars", c.max_input_chars, 1, 1 << 18)
     bounded("max_new_tokens", c.max_new_tokens, 1, 4096)

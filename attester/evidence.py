@@ -26,6 +26,7 @@ from bytereplay.evidence import (
     FORMATS,
     JWT_TYP,
     check_external_tokens,
+    check_gpu_evidence,
     measurements_for,
 )
 from bytereplay.jose import sign_jwt
@@ -48,9 +49,12 @@ def expected_report_data(nonce: bytes, record: RunRecord, key_jwk: Mapping[str, 
 
 def build_claims(*, record: RunRecord, nonce: bytes, key: SigningKey, quote: Mapping[str, Any],
                  request: Mapping[str, Any], iat: int | None = None,
-                 external_tokens: Sequence[str] | None = None) -> dict[str, Any]:
+                 external_tokens: Sequence[str] | None = None,
+                 gpu_evidence: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The Evidence claims (JWT form). The quote must already bind this record and key.
-    `external_tokens`: optional attestation-service JWTs, carried as given."""
+    `external_tokens`: optional attestation-service JWTs, carried as given.
+    `gpu_evidence`: composite evidence, one GPU evidence object per device, each already
+    bound by its SPDM nonce (`eat.device_gpu_nonce`)."""
     nonce_text = b64url_encode(nonce)
     eat.decode_nonce(nonce_text)  # NonceError outside 8..64 bytes
     if record.output_hash is None:
@@ -71,6 +75,10 @@ def build_claims(*, record: RunRecord, nonce: bytes, key: SigningKey, quote: Map
         tokens = list(external_tokens)
         check_external_tokens(tokens)
         claims[EXTERNAL_TOKENS] = tokens
+    if gpu_evidence:
+        items = [dict(item) for item in gpu_evidence]
+        check_gpu_evidence(items)
+        claims[eat.GPU_EVIDENCE] = items
     return claims
 
 

@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -167,11 +167,18 @@ def _policy(decode: dict[str, Any]) -> DecodePolicy:
 
 # -- the attester ---------------------------------------------------------------------
 
+def _nvidia(index: int) -> Any:
+    from attester.tee.nvidia import NvidiaProvider
+
+    return NvidiaProvider(index)
+
+
 class Attester:
     """Engine + evidence key + TEE provider, and the one operation: `attest`."""
 
     def __init__(self, config: AttesterConfig, home: Home, *, engine: Engine | None = None,
-                 provider: QuoteProvider | None = None, key: SigningKey | None = None) -> None:
+                 provider: QuoteProvider | None = None, key: SigningKey | None = None,
+                 gpus: Sequence[Any] | None = None) -> None:
         self.config, self.home = config, home
         # A fixed key (tests), or the ring: a rotation is picked up without a restart.
         self._fixed_key = key
@@ -182,6 +189,9 @@ class Attester:
             config.provider, simulated_dir=home.simulated_ca, tsm_root=config.tsm_root,
             nvidia_device=config.nvidia_device, tdx_collateral_url=config.tdx_collateral_url,
             tdx_collateral_cache=config.collateral_cache(home))
+        # Composite evidence: each GPU named in `gpu_evidence`, attested beside the quote.
+        self.gpus: list[Any] = list(gpus) if gpus is not None else [
+            _nvidia(i) for i in config.gpu_evidence]
         self.engine: Engine | None = engine
         self.load_error: str | None = None
         self._pending = 0
@@ -244,8 +254,12 @@ class Attester:
         record = result.record
         quote = self.provider.quote(expected_report_data(req.nonce, record, key.jwk),
                                     measurements_for(record))
+        digest = record.digest()
+        gpu_evidence = [{**gpu.device_evidence(eat.device_gpu_nonce(req.nonce, digest, i)),
+                         "index": i} for i, gpu in enumerate(self.gpus)]
         claims = build_claims(record=record, nonce=req.nonce, key=key, quote=quote,
-                              request=request_claim(req.input, req.template, req.decode))
+                              request=request_claim(req.input, req.template, req.decode),
+                              gpu_evidence=gpu_evidence)
         evidence = encode(claims, key, req.format)
         return {"output": result.output, "output_hash": result.output_hash,
                 "evidence": evidence_text(evidence), "evidence_format": req.format}

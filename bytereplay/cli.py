@@ -216,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nonce", default=None, metavar="HEX",
                    help="NVIDIA: the expected SPDM request nonce (64 hex digits)")
     p.add_argument("--rims", default=None, metavar="DIR",
-                   help="NVIDIA: a folder of signed RIMs (*.swidtag) to compare measurements with")
+                   help="NVIDIA: a folder of signed RIMs (*.swidtag), or a RIM service base URL, "
+                        "to compare measurements with")
+    p.add_argument("--ocsp", default=None, metavar="URL",
+                   help="NVIDIA: an OCSP responder to ask about the device certificates "
+                        "(default: revocation not checked)")
     p.add_argument("--at", default=None, metavar="RFC3339", help="verification time (default now)")
     p.add_argument("--report-data", default=None, metavar="HEX",
                    help="expected report data (128 hex digits)")

@@ -29,6 +29,11 @@ QUOTE = "bytereplay.quote"  # {"provider", "simulated", ...provider fields}
 EXTERNAL_TOKENS = "bytereplay.external_tokens"
 MAX_EXTERNAL_TOKENS = 8
 MAX_EXTERNAL_TOKEN_CHARS = 64 * 1024
+# Optional, composite evidence: one GPU evidence object per device beside the CPU quote
+# (`bytereplay.quote`), each the `nvidia` provider's quote dict plus its `index`, its SPDM
+# nonce derived by `device_gpu_nonce(nonce, record digest, index)`.
+GPU_EVIDENCE = "bytereplay.gpu_evidence"
+MAX_GPUS = 16
 
 # CWT integer labels for the registered claims (RFC 8392, RFC 9711).
 CWT_LABELS: dict[str, int] = {IAT: 6, CNF: 8, EAT_NONCE: 10, EAT_PROFILE: 265}
@@ -58,3 +63,26 @@ def report_data(nonce: bytes, record_digest: str, key_thumbprint: bytes) -> byte
     """
     digest = bytes.fromhex(record_digest.removeprefix("sha-256:"))
     return hashlib.sha512(nonce + digest + key_thumbprint).digest()
+
+
+# The GPU's SPDM nonce (32 bytes). One home for both derivations, used by the attester
+# (attester.tee.nvidia, the composite capture) and the verifier (verifier.tee.nvidia,
+# verifier.external for NRAS answers, the composite appraisal).
+GPU_NONCE_LABEL = b"bytereplay/gpu-spdm-nonce/v1"
+
+
+def gpu_nonce(report_data: bytes) -> bytes:
+    """A lone GPU quote's SPDM nonce: SHA-256 of the 64-byte report data."""
+    return hashlib.sha256(report_data).digest()
+
+
+def device_gpu_nonce(nonce: bytes, record_digest: str, index: int) -> bytes:
+    """The SPDM nonce of GPU `index` in composite evidence: SHA-256 over the label, the
+    verifier nonce (length-prefixed, one byte), the record digest's 32 bytes and the index
+    (4 bytes, big-endian). Another session, another record or another GPU position gives
+    another nonce, so a GPU report cannot be replayed from one to the other."""
+    if not 0 <= index < 1 << 32:
+        raise ValueError("GPU index out of range")
+    digest = bytes.fromhex(record_digest.removeprefix("sha-256:"))
+    return hashlib.sha256(GPU_NONCE_LABEL + bytes([len(nonce)]) + nonce + digest
+                          + index.to_bytes(4, "big")).digest()

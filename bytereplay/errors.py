@@ -105,6 +105,14 @@ class QuoteError(BytereplayError):
     title = "Invalid TEE quote"
 
 
+class BindingError(QuoteError):
+    """Evidence that verifies but is bound to another session: its nonce is not the one
+    this appraisal derives (e.g. a GPU report replayed from another session)."""
+
+    problem = "unbound-evidence"
+    title = "Evidence bound to another session"
+
+
 class ProviderUnavailable(BytereplayError):
     status = 503
     problem = "provider-unavailable"

@@ -20,6 +20,10 @@ Claims (names in `bytereplay.eat`):
     bytereplay.request        {"input", "template", "decode": {...}} for replay
     bytereplay.quote          the TEE provider's quote, report data =
                               SHA-512(nonce || record digest || key thumbprint)
+    bytereplay.gpu_evidence   optional (`eat.GPU_EVIDENCE`), composite evidence: one GPU
+                              evidence object per device (`provider`, `simulated` false,
+                              `index` = its position), each bound by its own SPDM nonce
+                              (`eat.device_gpu_nonce`), checked by the verifier.
     bytereplay.external_tokens  optional (`eat.EXTERNAL_TOKENS`): attestation-service
                               JWTs, a list of at most `eat.MAX_EXTERNAL_TOKENS` texts of
                               at most `eat.MAX_EXTERNAL_TOKEN_CHARS` characters each,
@@ -79,7 +83,8 @@ IAT_LEEWAY_S = 300  # clock skew allowed for an `iat` in the future
 # Optional: JWTs from external attestation services (Intel Trust Authority, NVIDIA NRAS
 # style) that the verifier checks against their JWKS (verifier/external.py reads it).
 EXTERNAL_TOKENS = eat.EXTERNAL_TOKENS
-OPTIONAL_CLAIMS = (EXTERNAL_TOKENS,)
+GPU_EVIDENCE = eat.GPU_EVIDENCE
+OPTIONAL_CLAIMS = (EXTERNAL_TOKENS, GPU_EVIDENCE)
 CLAIMS = (eat.EAT_NONCE, eat.EAT_PROFILE, eat.IAT, eat.CNF, eat.MEASUREMENTS, eat.RECORD,
           eat.RECORD_DIGEST, eat.OUTPUT_HASH, eat.REQUEST, eat.QUOTE)
 MEASUREMENT_KEYS = ("model_digest", "container_digest", "runtime")
@@ -97,6 +102,21 @@ def measurements_for(record: RunRecord) -> dict[str, str]:
         "container_digest": (container and container.digest) or UNKNOWN,
         "runtime": f"{name}/{version}" if name and version else UNKNOWN,
     }
+
+
+def check_gpu_evidence(items: Any) -> None:
+    """`bytereplay.gpu_evidence`: a non-empty list of at most `eat.MAX_GPUS` objects, each
+    with `provider` (text), `simulated` (false) and `index` equal to its position."""
+    if not isinstance(items, list) or not 1 <= len(items) <= eat.MAX_GPUS:
+        raise EvidenceError(f"{GPU_EVIDENCE} must be a list of 1 to {eat.MAX_GPUS} objects")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("provider"), str) \
+                or item.get("simulated") is not False:
+            raise EvidenceError(f"{GPU_EVIDENCE}[{i}] must be an object with 'provider' and "
+                                "'simulated': false")
+        index = item.get("index")
+        if isinstance(index, bool) or index != i:
+            raise EvidenceError(f"{GPU_EVIDENCE}[{i}].index must be {i}")
 
 
 def check_external_tokens(tokens: Any) -> None:
@@ -139,6 +159,12 @@ class DecodedEvidence:
     def quote(self) -> dict[str, Any]:
         quote: dict[str, Any] = self.claims[eat.QUOTE]
         return quote
+
+    @property
+    def gpu_evidence(self) -> list[dict[str, Any]]:
+        """Composite evidence's GPU evidence objects (empty for a lone quote)."""
+        items: list[dict[str, Any]] = self.claims.get(eat.GPU_EVIDENCE, [])
+        return items
 
     @property
     def request(self) -> dict[str, Any]:
@@ -394,6 +420,8 @@ def _finish(fmt: str, alg: str, claims: dict[str, Any], public: PublicKey,
         raise EvidenceError(f"evidence carries unknown claims: {', '.join(unknown)}")
     if EXTERNAL_TOKENS in claims:
         check_external_tokens(claims[EXTERNAL_TOKENS])
+    if GPU_EVIDENCE in claims:
+        check_gpu_evidence(claims[GPU_EVIDENCE])
     if claims[eat.EAT_PROFILE] != eat.PROFILE:
         raise EvidenceError(f"eat_profile is {claims[eat.EAT_PROFILE]!r}; expected {eat.PROFILE!r}")
     try:

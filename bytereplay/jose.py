@@ -267,9 +267,11 @@ def verify_parsed(
     audience: str | None = None,
     leeway: float = 0.0,
     require: tuple[str, ...] = (),
+    now: float | None = None,
 ) -> dict[str, Any]:
     """Verify a token parsed by `parse_jwt` against `keys` (kid -> public key); return its
-    claims (the parsed payload itself)."""
+    claims (the parsed payload itself). `now` (seconds since the epoch) is the time the
+    registered times are checked at; None: the wall clock."""
     header = parsed.header
     alg = check_header(header, algorithms)
     if "kid" in header and not isinstance(header["kid"], str):
@@ -279,7 +281,7 @@ def verify_parsed(
     key = select_key(header, keys)
     verify_signature(alg, key, parsed.signing_input, parsed.signature)
     check_claims(parsed.payload, issuer=issuer, audience=audience, leeway=leeway,
-                 require=require)
+                 require=require, now=now)
     return parsed.payload
 
 

@@ -1,5 +1,9 @@
 """A pinned key set from a JWKS dict, file or URL: cached with a TTL, refetched once on an
-unknown `kid`, with a cooldown so a flood of bad tokens cannot hammer the source."""
+unknown `kid`, with a cooldown so a flood of bad tokens cannot hammer the source.
+
+A URL source may name a disk cache (`cache_file`): every JWKS fetched is written there,
+and when the URL cannot be reached (or answers badly) the last JWKS written is used, so
+a restart while the service is down still verifies its tokens."""
 
 from __future__ import annotations
 
@@ -9,8 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
+from bytereplay import fetch
 from bytereplay.encoding import strict_json_loads
 from bytereplay.errors import BytereplayError, SignatureError
 from bytereplay.jose import MAX_TOKEN_BYTES, keys_from_jwks, parse_jwt, verify_parsed
@@ -33,8 +36,10 @@ class KeySet:
         cooldown: float = 30.0,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        cache_file: Path | None = None,
     ) -> None:
         self.source = source
+        self.cache_file = cache_file
         self.ttl, self.cooldown, self.timeout, self._clock = ttl, cooldown, timeout, clock
         self._keys: dict[str, PublicKey] = {}
         self._fetched_at: float | None = None
@@ -55,11 +60,22 @@ class KeySet:
                 raise SignatureError(f"cannot read key set {src}: {exc.strerror}") from None
         else:
             try:
-                resp = requests.get(str(src), timeout=self.timeout)
-                resp.raise_for_status()
-                data = resp.content
-            except requests.RequestException as exc:
-                raise SignatureError(f"cannot fetch key set {src}: {exc}") from None
+                data = fetch.http_get(str(src), "key set", MAX_JWKS_BYTES,
+                                      timeout=self.timeout, error=SignatureError)
+                keys = self._parse(data, src)
+            except SignatureError as exc:
+                cached = (fetch.read_cache(self.cache_file, MAX_JWKS_BYTES)
+                          if self.cache_file is not None else None)
+                if cached is None:
+                    raise SignatureError(f"cannot fetch key set {src}: {exc.detail}") from None
+                return self._parse(cached, self.cache_file)
+            if self.cache_file is not None:
+                fetch.write_cache(self.cache_file, data)
+            return keys
+        return self._parse(data, src)
+
+    @staticmethod
+    def _parse(data: bytes, src: object) -> dict[str, PublicKey]:
         try:
             doc = strict_json_loads(data, max_bytes=MAX_JWKS_BYTES)
         except BytereplayError as exc:

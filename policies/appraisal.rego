@@ -42,6 +42,15 @@
 #   replay.bitwise         true | false | null: teacher-forced, prefill logits equalled the
 #                          decode logits bit for bit where measured (null: not measured)
 #   external               {service name: "ok" | "failed"}
+#   devices                composite evidence, one member per device ({} otherwise):
+#                          {"cpu" | "gpu0" | ...: {"kind": "cpu" | "gpu",
+#                           "status": "ok" | "unbound" | "failed", "simulated": bool,
+#                           "hardware": bool, "tcb_up_to_date": bool}}; "unbound": the
+#                          GPU's SPDM nonce is not the one this session derives (replayed)
+#   gpu_record             "ok" | "differs" | "not-compared": the run record's GPU (SKU,
+#                          driver) against every accepted GPU evidence
+#
+# Output: `result` = {"vector", "reasons", "devices": {device name: vector}}.
 
 package bytereplay.appraisal
 
@@ -220,6 +229,101 @@ contributions contains ["executables", v] if {
 	v := replay_value[input.replay.verdict]
 }
 
+# -- the run record against the GPU evidence ------------------------------------------
+
+# The record names another GPU SKU or driver than the GPU evidence: a contradiction.
+contributions contains ["configuration", 96] if input.gpu_record == "differs"
+
+# -- composite evidence: the run is no better than its worst device ----------------
+
+contributions contains ["hardware", 96] if {
+	some d in input.devices
+	d.status == "failed"
+}
+
+contributions contains ["instance-identity", 96] if {
+	some d in input.devices
+	d.status == "unbound"
+}
+
+contributions contains ["hardware", 32] if {
+	some d in input.devices
+	d.status == "ok"
+	d.hardware == false
+}
+
+# Each device's own vector (the EAR's submods cpu, gpu0, ...): [device, claim, value].
+device_contributions contains [name, "hardware", 2] if {
+	some name, d in input.devices
+	d.status == "ok"
+	d.simulated == false
+	d.hardware == true
+	d.tcb_up_to_date == true
+}
+
+device_contributions contains [name, "hardware", 32] if {
+	some name, d in input.devices
+	d.status == "ok"
+	d.hardware == false
+}
+
+device_contributions contains [name, "hardware", 32] if {
+	some name, d in input.devices
+	d.status == "ok"
+	d.hardware == true
+	d.tcb_up_to_date == false
+}
+
+device_contributions contains [name, "hardware", 96] if {
+	some name, d in input.devices
+	d.status == "failed"
+}
+
+device_contributions contains [name, "instance-identity", 2] if {
+	some name, d in input.devices
+	d.status == "ok"
+	input.nonce == "ok"
+}
+
+device_contributions contains [name, "instance-identity", 32] if {
+	some name, d in input.devices
+	d.status == "ok"
+	input.nonce == "not-checked"
+}
+
+device_contributions contains [name, "instance-identity", 96] if {
+	some name, d in input.devices
+	d.status == "unbound"
+}
+
+device_contributions contains [name, "instance-identity", 96] if {
+	some name, _ in input.devices
+	input.nonce in refused_nonce
+}
+
+device_contributions contains [name, "configuration", 96] if {
+	some name, d in input.devices
+	d.kind == "gpu"
+	input.gpu_record == "differs"
+}
+
+device_contributions contains [name, "configuration", 2] if {
+	some name, d in input.devices
+	d.kind == "gpu"
+	d.status == "ok"
+	input.gpu_record == "ok"
+}
+
+device_vectors := {name: vec |
+	some name, _ in input.devices
+	vec := {c: v |
+		some c in claims
+		vals := {x | some p in device_contributions; p[0] == name; p[1] == c; x := p[2]}
+		count(vals) > 0
+		v := max(vals)
+	}
+}
+
 # -- the vector: the worst contribution per claim, 0 where none ---------------------
 
 vector := {c: v |
@@ -274,4 +378,18 @@ reasons contains sprintf("external token from %s failed", [name]) if {
 	input.external[name] == "failed"
 }
 
-result := {"vector": vector, "reasons": sort([r | some r in reasons])}
+reasons contains "the run record's GPU (SKU or driver) contradicts the GPU evidence" if {
+	input.gpu_record == "differs"
+}
+
+reasons contains concat("", ["device ", name, ": GPU evidence bound to another session"]) if {
+	some name, d in input.devices
+	d.status == "unbound"
+}
+
+reasons contains concat("", ["device ", name, ": GPU evidence refused"]) if {
+	some name, d in input.devices
+	d.status == "failed"
+}
+
+result := {"vector": vector, "reasons": sort([r | some r in reasons]), "devices": device_vectors}

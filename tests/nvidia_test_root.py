@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from bytereplay.eat import gpu_nonce
 from bytereplay.encoding import b64url_encode
 from verifier.tee import nvidia_spdm as spdm
 from verifier.tee.base import SchemeTrust
-from verifier.tee.nvidia import FWID_SHA384_PREFIX, OID_DICE_TCB_INFO, gpu_nonce
+from verifier.tee.nvidia import FWID_SHA384_PREFIX, OID_DICE_TCB_INFO
 
 NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC)
 NOT_AFTER = datetime(2049, 12, 31, tzinfo=UTC)
@@ -73,13 +74,13 @@ def build_report(nonce: bytes, key: ec.EllipticCurvePrivateKey, *, fwid: bytes =
                  driver: str = "550.90.07", vbios: bytes = bytes.fromhex("009f009601000000"),
                  ) -> bytes:
     """An SPDM 1.1 GET_MEASUREMENTS request + signed response for `nonce` (32 bytes)."""
-    meas = measurements if measurements is not None else {
-        i: hashlib.sha384(bytes([i])).digest() for i in range(1, 5)}
+    meas = measurements if measurements is not None else default_measurements()
     request = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\x00"
     record = b"".join(bytes([i, 1]) + struct.pack("<H", 3 + len(v)) + b"\x00"
                       + struct.pack("<H", len(v)) + v for i, v in sorted(meas.items()))
     fields = [(spdm.OPAQUE_DRIVER_VERSION, driver.encode() + b"\0"),
               (spdm.OPAQUE_VBIOS_VERSION, vbios), (spdm.OPAQUE_CHIP_SKU, b"882\0"),
+              (spdm.OPAQUE_PROJECT, b"1010\0"), (spdm.OPAQUE_PROJECT_SKU, b"0200\0"),
               (spdm.OPAQUE_FWID, fwid)]
     if cc_mode is not None:
         fields.append((spdm.OPAQUE_FEATURE_FLAG, struct.pack("<I", cc_mode)))
@@ -104,6 +105,15 @@ class NvidiaTestRoot:
                          self.root_key, ca=True)
         self.leaf = _cert("Test GPU FMC LF", self.leaf_key, "Test GPU Identity", self.ica_key,
                           ca=False, fwid=fwid)
+        self.rim_key = ec.generate_private_key(ec.SECP384R1())
+        self.rim_signer = _cert("Test RIM Signer", self.rim_key, "Test Device Identity CA",
+                                self.root_key, ca=False)
+
+    def rim(self, measurements: dict[int, bytes] | None = None) -> bytes:
+        """A RIM signed under this test root with these golden values (default: the
+        measurements `report` writes)."""
+        return build_rim(measurements or default_measurements(), self.rim_key,
+                         [self.rim_signer, self.root])
 
     def root_pem(self) -> str:
         return self.root.public_bytes(serialization.Encoding.PEM).decode()
@@ -126,3 +136,35 @@ class NvidiaTestRoot:
                 "driver": "550.90.07", "gpu_nonce": b64url_encode(nonce),
                 "attestation_report": b64url_encode(self.report(nonce, **kw)),
                 "cert_chain": b64url_encode(self.chain_pem()), "software_measurements": {}}
+
+
+def build_rim(measurements: dict[int, bytes], signer_key: ec.EllipticCurvePrivateKey,
+              chain: list[x509.Certificate], *, version: str = "550.90.07") -> bytes:
+    """A signed SWID tag (the RIM layout `verifier.tee.nvidia_rim` reads) whose active
+    golden measurements are `measurements` ({SPDM index: value}), signed (XML-DSig,
+    ECDSA P-384, SHA-384) with `signer_key`, its chain (leaf first) in KeyInfo."""
+    from lxml import etree
+    from signxml import XMLSigner
+    from signxml.algorithms import DigestAlgorithm, SignatureMethod
+
+    from verifier.tee.nvidia_rim import SHA384_NS, SWID_NS
+
+    root = etree.Element(f"{{{SWID_NS}}}SoftwareIdentity",
+                         nsmap={None: SWID_NS, "SHA384": SHA384_NS},
+                         tagId=f"test-rim-{version}", name="test RIM", version=version)
+    etree.SubElement(root, f"{{{SWID_NS}}}Meta", colloquialVersion=version)
+    payload = etree.SubElement(root, f"{{{SWID_NS}}}Payload")
+    for index, value in sorted(measurements.items()):
+        etree.SubElement(payload, f"{{{SWID_NS}}}Resource", type="Measurement",
+                         index=str(index - 1), active="True", alternatives="1",
+                         name=f"m{index}", attrib={f"{{{SHA384_NS}}}Hash0": value.hex()})
+    signer = XMLSigner(signature_algorithm=SignatureMethod.ECDSA_SHA384,
+                       digest_algorithm=DigestAlgorithm.SHA384)
+    signed = signer.sign(root, key=signer_key, cert=list(chain))
+    out: bytes = etree.tostring(signed)
+    return out
+
+
+def default_measurements() -> dict[int, bytes]:
+    """The measurement blocks `build_report` writes when given none."""
+    return {i: hashlib.sha384(bytes([i])).digest() for i in range(1, 5)}

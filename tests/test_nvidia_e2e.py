@@ -32,17 +32,19 @@ from verifier.pipeline import Verifier
 ROOT = NvidiaTestRoot()
 
 
-def fake_nvml(root: NvidiaTestRoot) -> types.ModuleType:
-    """pynvml on a CC-mode GPU whose reports are signed under `root`."""
+def fake_nvml(root: NvidiaTestRoot, gpus: int = 1,
+              driver: str = "550.90.07") -> types.ModuleType:
+    """pynvml on `gpus` CC-mode GPUs whose reports are signed under `root` (NVML's driver
+    version `driver`; the reports' own driver field stays 550.90.07)."""
     mod = types.ModuleType("pynvml")
     ns: Any = mod
     ns.NVML_CC_SYSTEM_FEATURE_ENABLED = 1
     ns.nvmlInit = ns.nvmlShutdown = lambda: None
     ns.nvmlSystemGetConfComputeState = lambda: types.SimpleNamespace(ccFeature=1)
-    ns.nvmlDeviceGetCount = lambda: 1
+    ns.nvmlDeviceGetCount = lambda: gpus
     ns.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
     ns.nvmlDeviceGetName = lambda h: "NVIDIA H100 80GB HBM3"
-    ns.nvmlSystemGetDriverVersion = lambda: "550.90.07"
+    ns.nvmlSystemGetDriverVersion = lambda: driver
 
     def report(handle: Any, nonce: list[int]) -> Any:
         spdm = root.report(bytes(nonce))

@@ -27,7 +27,7 @@ from tdx_test_root import TdxTestRoot
 
 from attester.config import AttesterConfig
 from attester.tee import make_provider
-from attester.tee.nvidia import NvidiaProvider, gpu_nonce
+from attester.tee.nvidia import NvidiaProvider
 from attester.tee.simulated import (
     CA_FILE,
     CA_KEY_FILE,
@@ -37,6 +37,7 @@ from attester.tee.simulated import (
     SimulatedProvider,
 )
 from attester.tee.tsm import TsmProvider
+from bytereplay.eat import gpu_nonce
 from bytereplay.encoding import b64url_decode, b64url_encode
 from bytereplay.errors import KeyConfigError, ProviderUnavailable, QuoteError, UsageError
 from bytereplay.home import Home

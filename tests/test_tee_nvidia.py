@@ -223,8 +223,10 @@ def test_the_quote_path_compares_with_the_configured_rims() -> None:
     result = verify_quote(root.quote(RD), {"nvidia": trust}, RD, SAMPLE_AT)
     assert not result.hardware and 8 in result.claims["mismatched_measurements"]
     assert [r["version"] for r in result.claims["rims"]] == ["96.00.5E.00.01", "545.00"]
-    url = dataclasses.replace(trust, collateral="https://rim.attestation.nvidia.com")
-    with pytest.raises(QuoteError, match="RIM service URL is not supported"):
+    # a RIM service URL (tests/test_nvidia_rim_service_ocsp.py); none answers on port 9
+    url = dataclasses.replace(trust, collateral="http://127.0.0.1:9")
+    with pytest.raises(QuoteError, match=r"RIM service at http://127\.0\.0\.1:9/v1/rim/"
+                                         r"NV_GPU_DRIVER_GH100_550\.90\.07 could not be reached"):
         verify_quote(root.quote(RD), {"nvidia": url}, RD, SAMPLE_AT)
 
 

@@ -124,16 +124,17 @@ CONTAINER = "sha256:" + "ab" * 32  # the container digest `attest_once` records
 
 
 def attest_once(home: Home, provider_name: str, provider: Any,
-                issued: Any) -> tuple[str, bytes, str]:
+                issued: Any, gpus: Any = None) -> tuple[str, bytes, str]:
     """One run through the real attester (`Attester.attest`, its own engine, a complete
-    record: container, operator, verifier) with `provider` capturing the quote, for the
-    challenge `issued`: (Evidence, output bytes, nonce text)."""
+    record: container, operator, verifier) with `provider` capturing the quote (and `gpus`,
+    composite evidence, each GPU's), for the challenge `issued`: (Evidence, output bytes,
+    nonce text)."""
     from attester.config import AttesterConfig
     from attester.service import Attester, parse_infer_body
 
     config = AttesterConfig(provider=provider_name, container_digest=CONTAINER,
                             operator="ops@example.org", verifier_ref="http://127.0.0.1:1")
-    attester = Attester(config, home, provider=provider)
+    attester = Attester(config, home, provider=provider, gpus=gpus)
     attester.load_engine()
     challenge = issued.to_json()
     req = parse_infer_body({"input": "Say hello", "decode": {"max_new_tokens": 8},

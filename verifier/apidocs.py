@@ -83,12 +83,20 @@ STORED_RESULT: Schema = {
 EXTERNAL_REQUEST: Schema = {
     "title": "ExternalVerifyRequest", "type": "object", "additionalProperties": False,
     "required": ["token"],
-    "properties": {"token": {"type": "string", "description": "the service's JWT"},
-                   "service": {"type": "string", "description": "name of a configured service"}},
+    "properties": {"token": {"type": "string",
+                             "description": "the service's JWT, or an NRAS answer as JSON text"},
+                   "service": {"type": "string", "description": "name of a configured service"},
+                   "nonce": {"type": "string", "description": "NRAS: the GPU nonce (64 hex "
+                                                              "digits) the answer must carry"},
+                   "report_data": {"type": "string", "description": "ITA: the TDX report "
+                                                                    "data (128 hex digits)"}},
 }
 EXTERNAL_ANSWER: Schema = {
     "title": "ExternalVerifyAnswer", "type": "object", "required": ["service", "claims"],
-    "properties": {"service": {"type": "string"}, "claims": {"type": "object"}},
+    "properties": {"service": {"type": "string"}, "claims": {"type": "object"},
+                   "mapped": {"type": "object", "description": "NRAS: {gpus, nras_overall}; "
+                                                               "ITA: {tdx}; as local "
+                                                               "verification names them"}},
 }
 JWKS: Schema = {
     "title": "JWKS", "type": "object", "required": ["keys"],

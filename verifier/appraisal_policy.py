@@ -2,7 +2,9 @@
 
 The policy file (default `policies/appraisal.rego`; operators configure their own) is
 compiled once into a regopy bundle; each appraisal sets the facts as `input` and reads
-`data.bytereplay.appraisal.result` = `{"vector": {claim: value}, "reasons": [text]}`.
+`data.bytereplay.appraisal.result` = `{"vector": {claim: value}, "reasons": [text],
+"devices"?: {device name: {claim: value}}}` (`devices`: one vector per device of
+composite evidence, for the EAR's per-device submods).
 Its identity in the EAR is `policy:bytereplay/appraisal@sha-256:<hex of the file>`.
 
 Evaluating the bundle costs about 0.7 ms, more than the rest of an appraisal without
@@ -21,7 +23,7 @@ turns into a verifier-malfunction result (every claim 1: no claim can be made).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ CACHE_SIZE = 4096
 class PolicyResult:
     vector: dict[str, int]
     reasons: tuple[str, ...]
+    devices: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class AppraisalPolicy:
@@ -87,14 +90,23 @@ def parse_result(value: Any) -> PolicyResult:
         raise PolicyError("appraisal policy gave no result")
     if not isinstance(value, dict) or not isinstance(value.get("vector"), dict):
         raise PolicyError("appraisal policy result lacks a 'vector' object")
+    vector = _vector(value["vector"])
+    reasons = value.get("reasons", [])
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise PolicyError("appraisal policy 'reasons' must be a list of text")
+    devices = value.get("devices", {})
+    if not isinstance(devices, dict) or not all(isinstance(d, dict) for d in devices.values()):
+        raise PolicyError("appraisal policy 'devices' must map device names to vectors")
+    return PolicyResult(vector, tuple(reasons),
+                        {str(name): _vector(d) for name, d in devices.items()})
+
+
+def _vector(value: dict[str, Any]) -> dict[str, int]:
     vector: dict[str, int] = {}
-    for claim, v in value["vector"].items():
+    for claim, v in value.items():
         if claim not in CLAIMS:
             raise PolicyError(f"appraisal policy names an unknown claim {claim!r}")
         if isinstance(v, bool) or not isinstance(v, int) or not -128 <= v <= 127:
             raise PolicyError(f"appraisal policy value for {claim!r} is not in -128..127")
         vector[claim] = v
-    reasons = value.get("reasons", [])
-    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
-        raise PolicyError("appraisal policy 'reasons' must be a list of text")
-    return PolicyResult(vector, tuple(reasons))
+    return vector

@@ -44,6 +44,7 @@ def default_model_folder() -> Path:
 
 STORES = ("sqlite", "redis")
 REPLAY_BACKENDS = ("local", "celery")
+EXTERNAL_KINDS = ("jwt", "nras", "ita")
 NONCE_MODES = ("required", "store-if-known")
 # Service names reach the Rego policy's reasons: keep them to plain characters.
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -51,11 +52,18 @@ SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 @dataclass(frozen=True)
 class ExternalService:
-    """An attestation service whose tokens this verifier accepts (ITA / NRAS style)."""
+    """An attestation service whose tokens this verifier accepts (ITA / NRAS style).
+
+    `kind` says how its tokens read: `jwt` (any claims, verified only), `nras` (NVIDIA
+    NRAS: a platform token and one token per GPU, `verifier.nras`) or `ita` (Intel Trust
+    Authority TDX claims, `verifier.ita`). `jwks_cache`: a file where a JWKS fetched from
+    a URL is kept, used when the URL cannot be reached."""
 
     name: str
     jwks: str  # http(s) URL or file path of the service's JWKS
     issuer: str
+    kind: str = "jwt"
+    jwks_cache: Path | None = None
     audience: str | None = None
     algorithms: tuple[str, ...] = EXTERNAL_ALGS
     leeway_s: float = 30.0
@@ -76,6 +84,7 @@ class TeeTrustConfig:
     min_tcb: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     cache_dir: Path | None = None
     crl: str | None = None  # SEV-SNP: AMD's CRL, a file, a folder or a KDS base URL
+    ocsp: str | None = None  # OCSP responder URL (nvidia)
 
 
 @dataclass(frozen=True)
@@ -171,12 +180,14 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
                      "test root, only with roots), collateral? (folder, file or URL), certs? "
                      "(folder or URL), allowed_tcb? (default [\"UpToDate\"]), min_tcb? "
                      "({product: {component: int}}), cache_dir?, crl? (snp: AMD's CRL, a file, "
-                     "a folder of <product>.crl or a KDS base URL)}. A scheme without an entry "
+                     "a folder of <product>.crl or a KDS base URL), ocsp? (an OCSP responder "
+                     "URL; nvidia)}. A scheme without an entry "
                      "refuses its quotes (hardware contraindicated); simulated is always "
                      "configured, trusting the CAs above plus its roots"),
     "external": ((list,), "attestation services whose tokens are accepted: objects with "
-                          "name, jwks (URL or file), issuer, audience?, algorithms?, leeway_s?, "
-                          "jwks_ttl_s?, refetch_cooldown_s?"),
+                          "name, jwks (URL or file), issuer, kind? (jwt, nras or ita; default "
+                          "jwt), jwks_cache? (file keeping the last JWKS fetched from a URL), "
+                          "audience?, algorithms?, leeway_s?, jwks_ttl_s?, refetch_cooldown_s?"),
     "reference_values": ((str,), "JSON file of allowed model digests, container digests and "
                                  "runtimes (none: no reference-value claim)"),
     "provisioning_token_file": ((str,), "file (mode 0600) holding the bearer token that "
@@ -266,6 +277,12 @@ def _external(base: Path, items: list[Any]) -> tuple[ExternalService, ...]:
             if not isinstance(algs, list) or not algs or not all(a in EXTERNAL_ALGS for a in algs):
                 raise UsageError(f"{where}.algorithms: a non-empty subset of {list(EXTERNAL_ALGS)}")
             kwargs["algorithms"] = tuple(algs)
+        if item.get("kind", "jwt") not in EXTERNAL_KINDS:
+            raise UsageError(f"{where}.kind: one of {list(EXTERNAL_KINDS)}")
+        if "jwks_cache" in item:
+            if not isinstance(item["jwks_cache"], str) or not item["jwks_cache"]:
+                raise UsageError(f"{where}.jwks_cache: a file path (text)")
+            kwargs["jwks_cache"] = _path(base, item["jwks_cache"])
         if "audience" in item and not isinstance(item["audience"], (str, type(None))):
             raise UsageError(f"{where}.audience: text or null")
         for key in ("leeway_s", "jwks_ttl_s", "refetch_cooldown_s"):
@@ -326,6 +343,11 @@ def _tee(base: Path, doc: dict[str, Any]) -> dict[str, TeeTrustConfig]:
                         for v in parts.values()) for parts in min_tcb.values()):
                 raise UsageError(f"{where}.min_tcb: {{product: {{component: integer >= 0}}}}")
             kwargs["min_tcb"] = {p: dict(parts) for p, parts in min_tcb.items()}
+        if "ocsp" in item:
+            if not isinstance(item["ocsp"], str) or \
+                    not item["ocsp"].startswith(("http://", "https://")):
+                raise UsageError(f"{where}.ocsp: an http(s) OCSP responder URL")
+            kwargs["ocsp"] = item["ocsp"]
         if "cache_dir" in item:
             if not isinstance(item["cache_dir"], str) or not item["cache_dir"]:
                 raise UsageError(f"{where}.cache_dir: a folder path (text)")

@@ -11,6 +11,9 @@ there and its rule in the Rego policy:
                   (`verifier.tee`), at the verifier clock's time, and its report data is
                   SHA-512(nonce || record digest || key thumbprint), recomputed here
     measurements  the quote's signed measurement registers equal the Evidence's
+    devices       composite evidence: each GPU's evidence under its derived SPDM nonce
+                  (`verifier.devices`), and the run record's GPU (SKU, driver) against
+                  every accepted GPU evidence
     nonce         consumed atomically (only once the Evidence is bound to a TEE: forged
                   Evidence cannot burn someone else's nonce)
     reference     model / container / runtime against the configured reference values
@@ -62,6 +65,8 @@ from bytereplay.preflight import PreflightReport, preflight
 from verifier import reference as reference_values
 from verifier.appraisal_policy import AppraisalPolicy
 from verifier.config import VerifierConfig
+from verifier.devices import OK as DEVICE_OK
+from verifier.devices import Device, device_facts, device_tee, record_differences, verify_gpus
 from verifier.external import ExternalVerifier
 from verifier.metrics import Metrics
 from verifier.nonces import UNKNOWN as UNKNOWN_NONCE
@@ -127,6 +132,7 @@ class Appraisal:
     replay: ReplayOutcome | None = None
     replay_skip: str | None = None
     inputs: Inputs = field(default_factory=Inputs)
+    devices: list[Device] = field(default_factory=list)  # composite evidence's GPUs
 
     @property
     def evidence(self) -> dict[str, str]:
@@ -262,6 +268,32 @@ def step_measurements(a: Appraisal) -> None:
         a.checks["measurements"] = OK
 
 
+def step_devices(a: Appraisal, trusts: Mapping[str, SchemeTrust], at: datetime) -> None:
+    """Composite evidence's GPUs, and the record's GPU against every accepted GPU evidence."""
+    d, q = a.decoded, a.quote
+    if d is None or q is None or not a.bound:
+        return
+    if d.gpu_evidence:
+        a.devices = verify_gpus(d.gpu_evidence, d.nonce, d.record_digest, trusts, at)
+        a.facts["devices"] = device_facts(a.facts["tee"], a.evidence["quote"], a.devices)
+        bad = [f"{dev.name}: {dev.status}: {dev.detail}" for dev in a.devices
+               if dev.status != DEVICE_OK]
+        a.checks["devices"] = "; ".join(bad) if bad else OK
+    evidence = [(dev.gpu_name, dev.facts) for dev in a.devices if dev.status == DEVICE_OK]
+    gpu = q.ear_facts.get("gpu")
+    if isinstance(gpu, dict):  # a lone GPU quote
+        name = d.quote.get("gpu")
+        evidence.insert(0, (name if isinstance(name, str) else None, gpu))
+    if not evidence:
+        return
+    compared, differences = record_differences(d.record.gpu, evidence)
+    if differences:
+        a.facts["gpu_record"] = "differs"
+        a.checks["gpu_record"] = "differs: " + "; ".join(differences)
+    elif compared:  # nothing to compare (a CPU run's record) leaves "not-compared"
+        a.facts["gpu_record"] = a.checks["gpu_record"] = OK
+
+
 def step_nonce(a: Appraisal, store: Store, mode: str, metrics: Metrics,
                session_nonce: bytes | None = None) -> None:
     if not a.bound or a.decoded is None:
@@ -324,14 +356,19 @@ def step_preflight(a: Appraisal) -> None:
         f"incomplete: {len(missing)} item(s) missing ({', '.join(missing)})"
 
 
-def step_external(a: Appraisal, external: ExternalVerifier, attached: list[Any] | None) -> None:
+def step_external(a: Appraisal, external: ExternalVerifier, attached: list[Any] | None,
+                  at: datetime) -> None:
     tokens: list[Any] = list(attached or [])
-    if a.decoded is not None and eat.EXTERNAL_TOKENS in a.decoded.claims:
-        claimed = a.decoded.claims[eat.EXTERNAL_TOKENS]
+    d = a.decoded
+    if d is not None and eat.EXTERNAL_TOKENS in d.claims:
+        claimed = d.claims[eat.EXTERNAL_TOKENS]
         tokens.extend(claimed if isinstance(claimed, list) else [claimed])
     if not tokens:
         return
-    facts, texts = external.appraise(tokens)
+    # NRAS answers and ITA tokens are bound to this Evidence through its report data.
+    expected = (eat.report_data(d.nonce, d.record_digest, d.key_thumbprint_bytes)
+                if d is not None else None)
+    facts, texts = external.appraise(tokens, report_data=expected, now=at.timestamp())
     a.facts["external"] = facts
     a.checks["external"] = "; ".join(f"{k}: {v}" for k, v in texts.items())
 
@@ -395,6 +432,8 @@ STEPS: tuple[Step, ...] = (
          lambda v, a, i: step_quote(a, v.trust(), v.now()), gates=("quote",)),
     Step("measurements", lambda: {"evidence": {"measurements": "not-run"}},
          lambda v, a, i: step_measurements(a), gates=("measurements",)),
+    Step("devices", lambda: {"devices": {}, "gpu_record": "not-compared"},
+         lambda v, a, i: step_devices(a, v.trust(), v.now())),
     Step("nonce", lambda: {"nonce": "not-run", "challenge_window": "not-run"}, _nonce,
          gates=("nonce",)),
     Step("reference", lambda: {"reference": {item: reference_values.NOT_CONFIGURED
@@ -404,7 +443,7 @@ STEPS: tuple[Step, ...] = (
                                              "missing_before_replay": []}},
          lambda v, a, i: step_preflight(a)),
     Step("external", lambda: {"external": {}},
-         lambda v, a, i: step_external(a, v.external, i.external_tokens)),
+         lambda v, a, i: step_external(a, v.external, i.external_tokens, v.now())),
     # Runs in `finish` (on a replay worker when asynchronous), after the steps above.
     Step("replay", lambda: {"request": "not-run",
                             "replay": {"verdict": NOT_RUN, "method": None, "bitwise": None}},
@@ -574,15 +613,28 @@ class Verifier:
     def finish(self, a: Appraisal) -> Result:
         """Replay (when it is due; on the calling thread), policy, EAR."""
         REPLAY.run(self, a, a.inputs)
+        devices: dict[str, dict[str, int]] = {}
         try:
             verdict = self.policy.evaluate(a.facts)
             vector, reasons = dict(verdict.vector), verdict.reasons
+            devices = verdict.devices
             a.checks["policy"] = OK
         except PolicyError as exc:
             log.error("%s", exc.detail)
             vector = {c: VERIFIER_MALFUNCTION for c in CLAIMS}
             reasons = ("the appraisal policy failed: the verifier makes no claim",)
             a.checks["policy"] = f"failed: {exc.detail}"
+        if a.devices:  # composite evidence: one submod per device, each its own vector
+            malfunction = {c: VERIFIER_MALFUNCTION for c in CLAIMS}
+            nvidia_trust = self.trust().get("nvidia")
+            test_root = bool(nvidia_trust is not None and nvidia_trust.test_root)
+            exts = {"cpu": {ear.TEE: a.facts["tee"], ear.CHECKS: {"quote": a.checks["quote"]}}}
+            exts.update({dev.name: {ear.TEE: device_tee(dev, test_root),
+                                    ear.CHECKS: {"quote": dev.detail}} for dev in a.devices})
+            device_submods = {name: (devices.get(name, malfunction), ext)
+                              for name, ext in exts.items()}
+        else:
+            device_submods = {}
         assert a.replay is not None
         d = a.decoded
         ext = extensions(
@@ -599,7 +651,8 @@ class Verifier:
             else None
         result = issue(key=self.key, vector=vector, nonce=a.nonce_text,
                        policy_id=self.policy.policy_id, ext=ext,
-                       profile=a.inputs.profile or self.config.ear_profile, raw_evidence=raw)
+                       profile=a.inputs.profile or self.config.ear_profile, raw_evidence=raw,
+                       devices=device_submods)
         if self.fleet is not None and a.replay_skip is None:
             # One EAR per appraisal id, whoever finishes it (the first stored wins).
             stored = self.fleet.answer_once(a.id, {**result.to_json(), "claims": result.claims,

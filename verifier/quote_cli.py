@@ -37,7 +37,8 @@ from verifier.tee.base import SchemeTrust
 
 MAX_FILE = 1 << 20
 KINDS = ("tdx", "snp", "nvidia")
-NVIDIA_KEYS = ("driver_version", "vbios_version", "cc_mode", "mismatched_measurements")
+NVIDIA_KEYS = ("driver_version", "vbios_version", "cc_mode", "mismatched_measurements",
+               "revocation")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -86,6 +87,8 @@ def _trust(args: argparse.Namespace, kind: str) -> SchemeTrust:
         trust = scheme_trusts(cfg, load_trust_sources(cfg)).get(kind, trust)
     if args.allow_tcb:
         trust = dataclasses.replace(trust, allowed_tcb=tuple(args.allow_tcb))
+    if args.ocsp:
+        trust = dataclasses.replace(trust, ocsp=args.ocsp)
     return trust
 
 
@@ -146,7 +149,7 @@ def _verify(kind: str, parsed: Any, args: argparse.Namespace, trust: SchemeTrust
         from verifier.tee.nvidia import compare_rims
 
         result = verify_gpu(parsed, _read(args.cert[0], "certificate chain"), trust, at, nonce)
-        result = compare_rims(result, args.rims or trust.collateral, at)
+        result = compare_rims(result, args.rims or trust.collateral, at, trust.cache_dir)
         return to_verification(result, parsed.request_nonce,
                                nonce_checked=nonce is not None)
     from verifier.tee.snp import verify_report
@@ -190,8 +193,8 @@ def cmd_quote_verify(args: argparse.Namespace) -> int:
     kind = args.kind or detect_kind(data)
     if args.cert and kind not in ("snp", "nvidia"):
         raise UsageError("--cert is for SEV-SNP and NVIDIA reports")
-    if args.rims is not None and kind != "nvidia":
-        raise UsageError("--rims is for NVIDIA reports")
+    if (args.rims is not None or args.ocsp is not None) and kind != "nvidia":
+        raise UsageError("--rims and --ocsp are for NVIDIA reports")
     if args.nonce is not None and kind != "nvidia":
         raise UsageError("--nonce is for NVIDIA reports (use --report-data otherwise)")
     if args.report_data is not None and kind == "nvidia":

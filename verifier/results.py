@@ -17,6 +17,11 @@ under `bytereplay.ear.EXTENSION_KEY` without the `bytereplay.` prefix):
                              "chip_sku", "cc_mode", "mismatched_measurements"}
     bytereplay.checks        {step: "ok" | what failed}
 
+Composite evidence adds one submod per device (`cpu`, `gpu0`, `gpu1`, ...), each with its
+own status, vector and policy id, carrying its `bytereplay.tee` (a GPU's: the common
+facts plus "gpu" and its "status" ok | unbound | failed) and `bytereplay.checks`. The
+answer's `status` is the worst of every submod's.
+
 `eat_nonce` echoes the Evidence's nonce (whatever became of it: a refused nonce is
 echoed too, and the status says what the verifier made of it).
 """
@@ -24,6 +29,7 @@ echoed too, and the status says what the verifier made of it).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,11 +105,18 @@ def issue(
     profile: str = ear.PROFILE,
     raw_evidence: bytes | None = None,
     iat: int | None = None,
+    devices: Mapping[str, tuple[Mapping[str, int], dict[str, Any]]] | None = None,
 ) -> Result:
-    claims = ear.build_ear(
-        vector=vector, nonce=nonce, iat=int(time.time()) if iat is None else iat,
-        policy_id=policy_id, extensions=ext, profile=profile, raw_evidence=raw_evidence,
-    )
+    """The signed EAR; `devices` (composite evidence): name -> (vector, bytereplay.*
+    claims) of each device's own submod."""
+    submods = {ear.SUBMOD: ear.Submod(vector=vector, policy_ids=(policy_id,), extensions=ext)}
+    for name, (dev_vector, dev_ext) in (devices or {}).items():
+        submods[name] = ear.Submod(vector=dev_vector, policy_ids=(policy_id,),
+                                   extensions=dev_ext)
+    p = ear.profile_of(profile)
+    claims = ear.build_ear(nonce=nonce, iat=int(time.time()) if iat is None else iat,
+                           submods=submods, profile=p.uri, raw_evidence=raw_evidence)
+    status = ear.worst_of(str(sub[p.status]) for sub in claims["submods"].values())
     token = ear.sign_ear(claims, key)
-    return Result(token=token, claims=claims, status=str(ear.peek_status(claims)),
-                  replay=dict(ext[ear.REPLAY]), profile=ear.profile_of(profile).uri)
+    return Result(token=token, claims=claims, status=status,
+                  replay=dict(ext[ear.REPLAY]), profile=p.uri)

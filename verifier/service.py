@@ -19,7 +19,8 @@
                                  request without it waits `replay_sync_timeout_s`, then
                                  answers the same 202
     GET  /v1/results/{id}        202 {"state": "pending"} | 200 {"state": "done", ...} | 404
-    POST /v1/external/verify     {"token", "service"?} -> {"service", "claims"}
+    POST /v1/external/verify     {"token", "service"?, "nonce"?, "report_data"?} ->
+                                 {"service", "claims", "mapped"}
     POST /endorsement-provisioning/v1/submit
                                  a CoRIM (application/rim+cbor, or signed application/rim+cose)
                                  with Authorization: Bearer <token> -> 200
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -353,13 +355,26 @@ def create_app(config: VerifierConfig, *, verifier: Verifier | None = None) -> F
     async def external_verify(request: Request) -> JSONResponse:
         doc = await read_json_body(request, 64 * 1024)
         if not isinstance(doc, dict) or not isinstance(doc.get("token"), str) or \
-                set(doc) - {"token", "service"}:
-            raise UsageError("the body is {\"token\": <JWT>, \"service\"?: <name>}")
+                set(doc) - {"token", "service", "nonce", "report_data"}:
+            raise UsageError("the body is {\"token\": <JWT or NRAS answer>, \"service\"?: "
+                             "<name>, \"nonce\"?: <hex>, \"report_data\"?: <hex>}")
         service = doc.get("service")
         if service is not None and not isinstance(service, str):
             raise UsageError("'service' is text")
-        token = await run_in_threadpool(v.external.verify, doc["token"], service)
-        return JSONResponse({"service": token.service, "claims": token.claims})
+        hexes = {}
+        for name, size in (("nonce", 32), ("report_data", 64)):
+            text = doc.get(name)
+            try:
+                hexes[name] = None if text is None else bytes.fromhex(text)
+            except (TypeError, ValueError):
+                hexes[name] = b""
+            if hexes[name] is not None and len(hexes[name] or b"") != size:
+                raise UsageError(f"'{name}' is {2 * size} hex digits")
+        token = await run_in_threadpool(
+            functools.partial(v.external.verify, doc["token"], service, gpu_nonce=hexes["nonce"],
+                              report_data=hexes["report_data"], now=v.now().timestamp()))
+        return JSONResponse({"service": token.service, "claims": token.claims,
+                             "mapped": token.mapped})
 
     @app.post("/endorsement-provisioning/v1/submit",
               summary="Provision reference values as a CoRIM (Veraison's provisioning API)",

@@ -61,7 +61,7 @@ def _scheme_trust(entry: TeeTrustConfig, roots: tuple[str, ...]) -> SchemeTrust:
     return SchemeTrust(configured=True, roots=roots, test_root=entry.test_root,
                        collateral=entry.collateral, certs=entry.certs,
                        allowed_tcb=entry.allowed_tcb, min_tcb=entry.min_tcb,
-                       cache_dir=entry.cache_dir, crl=entry.crl)
+                       cache_dir=entry.cache_dir, crl=entry.crl, ocsp=entry.ocsp)
 
 
 def scheme_trusts(config: VerifierConfig, sources: list[TrustSource]) -> dict[str, SchemeTrust]:

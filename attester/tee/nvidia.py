@@ -16,10 +16,10 @@ a pynvml traceback.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import Any
 
 from attester.tee.base import require_report_data
+from bytereplay.eat import gpu_nonce
 from bytereplay.encoding import b64url_encode
 from bytereplay.errors import ProviderUnavailable
 
@@ -27,9 +27,6 @@ NAME = "nvidia"
 PREFIX = "NVIDIA confidential-computing GPU not available"
 
 
-def gpu_nonce(report_data: bytes) -> bytes:
-    """The 32-byte SPDM nonce for 64 bytes of report data."""
-    return hashlib.sha256(report_data).digest()
 
 
 def _unavailable(why: str) -> ProviderUnavailable:
@@ -79,8 +76,16 @@ class NvidiaProvider:
             self._nvml.nvmlShutdown()
 
     def quote(self, report_data: bytes, measurements: dict[str, str]) -> dict[str, Any]:
+        """A lone GPU quote: its SPDM nonce is SHA-256 of the report data."""
         require_report_data(report_data)
-        nonce = gpu_nonce(report_data)
+        return {**self.device_evidence(gpu_nonce(report_data)),
+                "software_measurements": dict(measurements)}
+
+    def device_evidence(self, nonce: bytes) -> dict[str, Any]:
+        """The GPU's evidence for a 32-byte SPDM nonce (composite evidence derives it with
+        `bytereplay.eat.device_gpu_nonce`)."""
+        if len(nonce) != 32:
+            raise ValueError("the SPDM nonce is 32 bytes")
         nvml = self._nvml
         try:
             rep = nvml.nvmlDeviceGetConfComputeGpuAttestationReport(self._handle, list(nonce))
@@ -97,5 +102,4 @@ class NvidiaProvider:
             "gpu_nonce": b64url_encode(nonce),
             "attestation_report": b64url_encode(report),
             "cert_chain": b64url_encode(chain),
-            "software_measurements": dict(measurements),
         }

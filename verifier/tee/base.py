@@ -61,6 +61,8 @@ class SchemeTrust:
     - `cache_dir`: where fetched collateral is cached on disk.
     - `crl`: where the vendor's CRL comes from (SEV-SNP: AMD's, a file, a folder of
       `<product>.crl` or a KDS base URL); None: revocation is not checked, and says so.
+    - `ocsp`: an OCSP responder URL for revocation (NVIDIA); None: revocation is "not
+      checked", and results say so.
     """
 
     configured: bool = False
@@ -72,6 +74,7 @@ class SchemeTrust:
     min_tcb: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     cache_dir: Path | None = None
     crl: str | None = None
+    ocsp: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ GPU's device certificates, PEM, leaf first, as NVML returns them and as nvtrust'
 time and never at the wall clock:
 
 1. the report parses (trailing or missing bytes are refused, naming the offset);
-2. the SPDM request nonce equals the expected one (for a quote: SHA-256 of the expected
-   report data, also equal to the quote's `gpu_nonce`);
+2. the SPDM request nonce equals the expected one (for a lone quote: SHA-256 of the
+   expected report data; for a device of composite evidence, `verify_device`:
+   `bytereplay.eat.device_gpu_nonce`), also equal to the quote's `gpu_nonce`; a
+   mismatch is a `BindingError` (bound to another session);
 3. the chain: every certificate valid at `at`, each signed (ECDSA) by the next, the
    last one either the pinned NVIDIA Device Identity CA (shipped in
    `verifier/tee/nvidia_roots/`, pinned by the SHA-256 of its DER, `DEVICE_ROOT_SHA256`)
@@ -20,21 +22,24 @@ time and never at the wall clock:
    response) verifies with the leaf's key.
 
 Reference values: `trust.collateral` (config `tee.nvidia.collateral`; CLI `--rims`) names
-a folder of signed RIMs (`verifier.tee.nvidia_rim`), each verified at `at` against the
+a folder of signed RIMs, or a RIM service base URL whose answers are cached under
+`trust.cache_dir` (`verifier.tee.nvidia_rim`), each verified at `at` against the
 pinned NVIDIA RIM root; the measurement blocks are compared with the active golden
 measurements of the driver and VBIOS RIMs, and every mismatching SPDM index is listed
 in `claims["mismatched_measurements"]` (None: "measurements not compared").
 
 `hardware` is True only when the RIMs were compared with no mismatch and the report says
 CC mode is on (not DEVTOOLS); the 550-driver sample does not report the CC mode, so it is
-never affirming. Revocation (OCSP) is never checked: "revocation not checked". The
+never affirming. Revocation: with `trust.ocsp` (config `tee.nvidia.ocsp`) every device
+certificate is asked about at that OCSP responder (`nvidia_pki.check_ocsp`; revoked or
+unknown refuses the report) and `claims["revocation"]` is "good"; without it,
+"not-checked" and the reasons say "revocation not checked". The
 report's opaque fields (driver and VBIOS version, chip SKU, FWID, ...) are in `claims`,
 with `cc_mode` (None when the report does not say).
 """
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,9 +52,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from bytereplay.errors import QuoteError
+from bytereplay.eat import gpu_nonce
+from bytereplay.errors import BindingError, QuoteError
 from verifier.tee.base import QuoteVerification, SchemeTrust, field_b64, same_bytes
-from verifier.tee.nvidia_pki import check_links, fingerprint, pinned_root, signed_by
+from verifier.tee.nvidia_pki import check_links, check_ocsp, fingerprint, pinned_root, signed_by
 from verifier.tee.nvidia_spdm import SIGNATURE_LEN, SpdmReport, parse_report
 
 KIND = NAME = "nvidia"
@@ -62,14 +68,12 @@ OID_DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1")
 # An FWID entry of TcbInfo: SEQUENCE { OID sha384, OCTET STRING (48 bytes) }.
 FWID_SHA384_PREFIX = bytes.fromhex("06096086480165030402020430")
 GPU_FACTS = ("driver_version", "vbios_version", "chip_sku", "cc_mode",
-             "mismatched_measurements")
+             "mismatched_measurements", "revocation")
+NOT_CHECKED = "not-checked"
 REASON_NOT_COMPARED = "measurements not compared: no reference integrity manifests (RIMs)"
 REASON_NO_REVOCATION = "revocation not checked: no OCSP responder configured"
 
 
-def gpu_nonce(report_data: bytes) -> bytes:
-    """The 32-byte SPDM nonce the attester asked the GPU for: SHA-256(report data)."""
-    return hashlib.sha256(report_data).digest()
 
 
 
@@ -178,8 +182,8 @@ def verify_report(report: bytes | SpdmReport, chain: bytes, trust: SchemeTrust, 
     """
     parsed = report if isinstance(report, SpdmReport) else parse_report(report)
     if expected_nonce is not None and not same_bytes(parsed.request_nonce, expected_nonce):
-        raise QuoteError("the SPDM request nonce is not the expected one: the GPU evidence is "
-                         "not bound to this evidence")
+        raise BindingError("the SPDM request nonce is not the expected one: the GPU evidence "
+                           "is not bound to this evidence")
     certs = load_chain(chain)
     root = check_chain(certs, trust, at)
     leaf = certs[0]
@@ -197,20 +201,24 @@ def verify_report(report: bytes | SpdmReport, chain: bytes, trust: SchemeTrust, 
     claims["cc_mode"] = parsed.cc_mode
     claims["measurements"] = {str(i): v.hex() for i, v in parsed.measurements().items()}
     claims["mismatched_measurements"] = None
+    claims["revocation"] = check_ocsp(certs, trust.ocsp, at) if trust.ocsp else NOT_CHECKED
     return NvidiaResult(parsed, root, claims)
 
 
-def compare_rims(result: NvidiaResult, rims: str | Path | None, at: datetime) -> NvidiaResult:
+def compare_rims(result: NvidiaResult, rims: str | Path | None, at: datetime,
+                 cache_dir: Path | None = None,
+                 anchors: list[x509.Certificate] | None = None) -> NvidiaResult:
     """`result` with `mismatched_measurements` (a list of SPDM indexes) when `rims` names a
-    RIM folder; each RIM is verified at `at` against the pinned RIM root first."""
+    RIM folder or a RIM service URL (answers cached under `cache_dir`); each RIM is
+    verified at `at` against the pinned RIM root first (`anchors`: a test root beside it)."""
     if rims is None:
         return result
-    if str(rims).startswith(("http://", "https://")):
-        raise QuoteError("tee.nvidia.collateral: a RIM service URL is not supported yet; "
-                         "name a folder of signed RIMs")
-    from verifier.tee.nvidia_rim import compare, load_rims
+    from verifier.tee.nvidia_rim import compare, fetch_rims, load_rims
 
-    loaded = load_rims(rims, at)
+    if str(rims).startswith(("http://", "https://")):
+        loaded = fetch_rims(str(rims), result.claims, at, cache_dir, anchors)
+    else:
+        loaded = load_rims(rims, at, anchors)
     claims = dict(result.claims)
     claims["mismatched_measurements"] = compare(result.report.measurements(), loaded)
     claims["rims"] = [{"name": r.name, "version": r.version, "tag_id": r.tag_id}
@@ -225,7 +233,9 @@ def to_verification(result: NvidiaResult, report_data: bytes, *,
     measurements = {f"nvidia.{k}": v for k, v in result.claims["measurements"].items()}
     cc = result.claims.get("cc_mode")
     mismatched = result.claims.get("mismatched_measurements")
-    reasons = ["SPDM signature, FWID and device chain verified", REASON_NO_REVOCATION]
+    reasons = ["SPDM signature, FWID and device chain verified",
+               REASON_NO_REVOCATION if result.claims.get("revocation", NOT_CHECKED) == NOT_CHECKED
+               else "revocation checked (OCSP): every device certificate is good"]
     if mismatched is None:
         reasons.append(REASON_NOT_COMPARED)
     elif mismatched:
@@ -250,13 +260,25 @@ def to_verification(result: NvidiaResult, report_data: bytes, *,
 
 def _verify(quote: dict[str, Any], expected_report_data: bytes, trust: SchemeTrust,
             at: datetime) -> QuoteVerification:
-    expected = gpu_nonce(expected_report_data)
-    if not same_bytes(field_b64(quote, "gpu_nonce"), expected):
-        raise QuoteError("the GPU nonce does not match SHA-256 of the expected report data: "
-                         "the GPU evidence is not bound to this evidence")
+    return verify_device(quote, gpu_nonce(expected_report_data), trust, at,
+                         report_data=expected_report_data)
+
+
+def verify_device(quote: dict[str, Any], expected_nonce: bytes, trust: SchemeTrust,
+                  at: datetime, *, report_data: bytes | None = None) -> QuoteVerification:
+    """One GPU's evidence (the provider's dict) checked for `expected_nonce`: a lone GPU
+    quote's (SHA-256 of the report data) or a composite evidence device's
+    (`bytereplay.eat.device_gpu_nonce`). `BindingError` when it is bound to another nonce,
+    `QuoteError` for any other refusal."""
+    if not same_bytes(field_b64(quote, "gpu_nonce"), expected_nonce):
+        raise BindingError("the GPU nonce is not the one this evidence derives: the GPU "
+                           "evidence is not bound to this evidence")
     result = verify_report(field_b64(quote, "attestation_report"),
-                           field_b64(quote, "cert_chain"), trust, at, expected)
-    return to_verification(compare_rims(result, trust.collateral, at), expected_report_data)
+                           field_b64(quote, "cert_chain"), trust, at, expected_nonce)
+    # Under a test root the RIMs may be signed by it too (never without `test_root`).
+    anchors = _anchors(trust)[0] if trust.test_root else None
+    return to_verification(compare_rims(result, trust.collateral, at, trust.cache_dir, anchors),
+                           report_data if report_data is not None else expected_nonce)
 
 
 class NvidiaScheme:

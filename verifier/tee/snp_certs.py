@@ -54,8 +54,8 @@ MAX_TABLE = 1 << 20
 MAX_ENTRIES = 64
 MAX_CERT = 64 * 1024
 MAX_CRL = 1 << 20
-MAX_FOLDER_FILES = 256
 KDS_TIMEOUT_S = 10.0
+MAX_FOLDER_FILES = 256
 CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der", ".testcer")
 
 VCEK_GUID = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")

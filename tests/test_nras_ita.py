@@ -259,9 +259,9 @@ def test_pipeline_binds_an_nras_answer_to_the_evidence(jwks: JwksServer, key: Si
             platform = sign(key, {"eat_nonce": gn.hex(), nras.OVERALL: True, "submods": subs})
             text = json.dumps([["JWT", platform], {"GPU-0": gpu}])
             result = verifier.appraise(evidence, external_tokens=[text], replay=False)
-            from bytereplay.ear import peek
+            from bytereplay.ear import flat_submod, peek
 
-            checks = peek(result.token)["submods"]["bytereplay"]["bytereplay.checks"]
+            checks = flat_submod(peek(result.token))["bytereplay.checks"]
             assert expected in checks["external"], checks
     finally:
         verifier.close()

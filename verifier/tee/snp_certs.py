@@ -31,11 +31,8 @@ Every refusal is a `QuoteError` naming the source and, for the table, the byte o
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import struct
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -47,6 +44,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from bytereplay import fetch as fetch_mod
 from bytereplay.errors import QuoteError
 
 ENTRY_LEN = 24
@@ -178,31 +176,12 @@ def fetch(url: str, cache_dir: Path | None, *, limit: int = MAX_CERT,
           use_cached: bool = True) -> bytes:
     """GET `url` (http or https only) at most `limit` bytes, through the disk cache
     (`use_cached` False: ask again and replace the cached answer)."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise QuoteError(f"SEV-SNP certificate URL {url!r} is not http(s)")
     cached = _cache_path(cache_dir, url) if cache_dir is not None else None
-    if use_cached and cached is not None and cached.is_file():
-        return cached.read_bytes()[:limit]
-    try:
-        with urllib.request.urlopen(url, timeout=KDS_TIMEOUT_S) as resp:
-            body: bytes = resp.read(limit + 1)
-    except urllib.error.HTTPError as exc:
-        raise QuoteError(f"AMD KDS answered {exc.code} for {url}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise QuoteError(f"AMD KDS at {url} could not be reached: {exc}") from None
-    if len(body) > limit:
-        raise QuoteError(f"AMD KDS answer from {url} is over {limit} bytes")
+    if use_cached:
+        return fetch_mod.cached_get(url, "AMD KDS", limit, cached)
+    body = fetch_mod.http_get(url, "AMD KDS", limit)
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(body)
-            os.replace(tmp, cached)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        fetch_mod.write_cache(cached, body)
     return body
 
 
